@@ -1,0 +1,120 @@
+"""Typed, frozen view of params.yaml, loaded once at the edge.
+
+Stage entry points call `load_params()` and hand plain values down; nothing
+below the entry points reads params.yaml. Unknown or mistyped keys fail with a
+message naming the key, not a KeyError deep inside a stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines import paths
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MovieLensSource(_Frozen):
+    recbole_version: str = "1.2.1"
+
+
+class TableSource(_Frozen):
+    interactions: Path | None = None
+    items: Path | None = None
+    users: Path | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    genre_separator: str = "|"
+
+
+class IngestParams(_Frozen):
+    source: Literal["movielens", "table"] = "movielens"
+    movielens: MovieLensSource = MovieLensSource()
+    table: TableSource = TableSource()
+    age_bands: tuple[int, ...] = (18, 25, 35, 45, 50, 56)
+    region_digits: int = Field(3, ge=1, le=5)
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing(cls, bands: tuple[int, ...]) -> tuple[int, ...]:
+        if not bands or list(bands) != sorted(set(bands)):
+            raise ValueError("age_bands must be a non-empty, strictly increasing list of ages")
+        return bands
+
+
+class SplitParams(_Frozen):
+    min_count: int = Field(5, ge=1)
+
+
+class FeaturesParams(_Frozen):
+    max_gap_days: int = Field(365, ge=1)
+
+
+class EmbedParams(_Frozen):
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(128, ge=1, le=4096)
+    max_length: int = Field(64, ge=8, le=512)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ItemKNNParams(_Frozen):
+    neighbours: int = Field(100, ge=1)
+    shrink: float = Field(10.0, ge=0)
+
+
+class EASEParams(_Frozen):
+    l2: float = Field(250.0, gt=0)
+
+
+ModelName = Literal["popularity", "itemknn", "ease", "text_zero_shot"]
+
+
+class TrainParams(_Frozen):
+    models: tuple[ModelName, ...] = ("popularity", "itemknn", "ease", "text_zero_shot")
+    itemknn: ItemKNNParams = ItemKNNParams()
+    ease: EASEParams = EASEParams()
+
+
+class EvaluateParams(_Frozen):
+    k: int = Field(10, ge=1, le=100)
+    batch_size: int = Field(256, ge=1)
+
+
+class SelectParams(_Frozen):
+    metric: Literal["ndcg@10", "hr@10", "mrr@10"] = "ndcg@10"
+
+
+class Params(_Frozen):
+    seed: int = 42
+    ingest: IngestParams = IngestParams()
+    split: SplitParams = SplitParams()
+    features: FeaturesParams = FeaturesParams()
+    embed: EmbedParams = EmbedParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    select: SelectParams = SelectParams()
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or holds a value out of bounds."""
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as err:
+        raise ParamsError(f"{path} not found: the pipeline needs its params file") from err
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from err
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ParamsError(f"{path} has invalid values: {problems}") from err

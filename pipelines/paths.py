@@ -1,0 +1,49 @@
+"""Every file the pipeline reads or writes, relative to the repository root.
+
+dvc.yaml names the same paths; tests/code/test_dvc_yaml.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params.yaml"
+
+# raw, validated snapshots only (tracked by data.dvc)
+DATA = ROOT / "data"
+INTERACTIONS = DATA / "interactions.parquet"
+ITEMS = DATA / "items.parquet"
+USERS = DATA / "users.parquet"
+
+QUARANTINE = ROOT / "quarantine"
+SECRETS = ROOT / ".secrets"
+PSEUDONYM_KEY = SECRETS / "pseudonym.key"
+DOWNLOADS = ROOT / ".cache" / "downloads"
+EMBED_CACHE = ROOT / ".cache" / "embeddings"
+
+ARTIFACTS = ROOT / "artifacts"
+
+SPLIT_DIR = ARTIFACTS / "split"
+SPLIT_INTERACTIONS = SPLIT_DIR / "interactions.parquet"
+SPLIT_ITEMS = SPLIT_DIR / "items.parquet"
+SPLIT_USERS = SPLIT_DIR / "users.parquet"
+SPLIT_STATS = SPLIT_DIR / "stats.json"
+
+FEATURES_DIR = ARTIFACTS / "features"
+SEQUENCES = FEATURES_DIR / "sequences.parquet"
+PROFILES = FEATURES_DIR / "profiles.parquet"
+
+EMBEDDINGS_DIR = ARTIFACTS / "embeddings"
+ITEM_EMBEDDINGS = EMBEDDINGS_DIR / "items.npy"
+EMBEDDINGS_META = EMBEDDINGS_DIR / "meta.json"
+
+MODELS_DIR = ARTIFACTS / "models"
+
+EVAL_DIR = ARTIFACTS / "eval"
+EVAL_METRICS = EVAL_DIR / "metrics.json"
+LEADERBOARD_JSON = EVAL_DIR / "leaderboard.json"
+LEADERBOARD_MD = EVAL_DIR / "leaderboard.md"
+
+SELECTION_DIR = ARTIFACTS / "selection"
+SELECTION = SELECTION_DIR / "selection.json"
