@@ -33,6 +33,7 @@ SPLIT_STATS = SPLIT_DIR / "stats.json"
 FEATURES_DIR = ARTIFACTS / "features"
 SEQUENCES = FEATURES_DIR / "sequences.parquet"
 PROFILES = FEATURES_DIR / "profiles.parquet"
+PROFILE_VOCAB = FEATURES_DIR / "profile_vocab.json"
 
 EMBEDDINGS_DIR = ARTIFACTS / "embeddings"
 ITEM_EMBEDDINGS = EMBEDDINGS_DIR / "items.npy"

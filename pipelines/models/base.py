@@ -95,6 +95,7 @@ class TrainData:
     matrix: sp.csr_matrix  # [n_users, n_items] binary, training events
     histories: Histories  # the same events as time-ordered sequences
     n_items: int
+    item_embeddings: np.ndarray | None = None  # [n_items, D] MiniLM vectors of the item texts
 
 
 class Recommender(nn.Module, ABC):

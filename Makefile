@@ -1,0 +1,59 @@
+# RecOps: `make run` for the whole pipeline, `make test` for the tests. `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+# DVC stages call `python`: make it the project's interpreter
+export PATH := $(BIN):$(PATH)
+# no telemetry or update checks: this machine reaches package registries only
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+STAMP := $(VENV)/.installed
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so pip takes the local CPU wheel here and never a CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## create .venv with the locked dependencies (only if missing or stale)
+
+lock: ## re-resolve dependencies and rewrite constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+.*/torch==\1/' > constraints.txt
+
+ingest: $(STAMP) ## obtain MovieLens-100K, validate it and record the snapshot in data.dvc
+	$(BIN)/python -m pipelines.ingest
+	$(BIN)/dvc add --quiet data
+
+repro: $(STAMP) ## run the DVC pipeline (only stale stages)
+	$(BIN)/dvc repro
+
+leaderboard: ## print the leaderboard and the chosen model
+	@cat artifacts/eval/leaderboard.md
+	@$(BIN)/dvc metrics show artifacts/selection/selection.json
+
+run: $(STAMP) ## set up, ingest, run the whole pipeline and print the leaderboard
+	@time ( $(MAKE) --no-print-directory ingest repro leaderboard )
+
+test: $(STAMP) ## run the default test suite (skips slow and GPU tests)
+	$(BIN)/python -m pytest -m "not slow and not gpu"
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: ## remove pipeline outputs (keeps data/ and .venv)
+	rm -rf artifacts quarantine
+
+.PHONY: help install lock ingest repro leaderboard run test test-all lint clean

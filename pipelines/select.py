@@ -1,0 +1,58 @@
+"""DVC stage `select`: pick the winner by validation metric only; report its test numbers.
+
+Test numbers are copied into the decision for reporting; they never take
+part in choosing (design.md §4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipelines import paths
+from pipelines.config import load_params
+from pipelines.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def choose_winner(metrics: dict[str, dict[str, dict[str, float]]], metric: str) -> str:
+    """The model with the best validation ``metric``; ties go to the first name alphabetically."""
+    if not metrics:
+        raise ValueError("no evaluated models to choose from")
+    missing = [model for model, splits in metrics.items() if metric not in splits.get("valid", {})]
+    if missing:
+        raise ValueError(f"validation {metric} missing for: {', '.join(sorted(missing))}")
+    return min(sorted(metrics), key=lambda model: -metrics[model]["valid"][metric])
+
+
+def decision(metrics: dict[str, dict[str, dict[str, float]]], metric: str) -> dict:
+    winner = choose_winner(metrics, metric)
+    ranking = sorted(metrics, key=lambda model: -metrics[model]["valid"][metric])
+    return {
+        "winner": winner,
+        "chosen_by": f"valid {metric}",
+        "valid": metrics[winner]["valid"],
+        "test": metrics[winner]["test"],
+        "ranking": [{"model": m, f"valid {metric}": metrics[m]["valid"][metric]} for m in ranking],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metrics", type=Path, default=paths.EVAL_METRICS)
+    parser.add_argument("--out", type=Path, default=paths.SELECTION)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    metric = load_params().select.metric
+
+    chosen = decision(json.loads(args.metrics.read_text()), metric)
+    write_json(chosen, args.out)
+    print(f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
+          f"test {metric} = {chosen['test'][metric]:.4f})")
+
+
+if __name__ == "__main__":
+    main()
