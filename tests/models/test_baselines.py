@@ -1,0 +1,114 @@
+"""Baselines behind the common contract: known answers on hand-built data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from pipelines.models import MODELS, Histories, TrainData, build_model, load_model
+from pipelines.models.base import PAD
+from pipelines.models.ease import ease_weights
+from pipelines.models.itemknn import cosine_similarity, keep_top_neighbours
+
+# 4 users × 4 items: items 0 and 1 always together, item 3 with item 2 once
+MATRIX = sp.csr_matrix(
+    np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 1, 1]], dtype=np.float32)
+)
+
+
+def train_data(embeddings: np.ndarray | None = None) -> TrainData:
+    rows = [np.flatnonzero(row).tolist() for row in MATRIX.toarray()]
+    histories = Histories.from_lists(rows, [list(range(len(r))) for r in rows])
+    return TrainData(MATRIX, histories, n_items=4, item_embeddings=embeddings)
+
+
+def one_history(items: list[int]) -> Histories:
+    return Histories.from_lists([items], [list(range(len(items)))])
+
+
+def test_histories_pad_left_and_truncate() -> None:
+    batch = Histories.from_lists([[1, 2, 3], [4]], [[10, 20, 30], [40]], max_len=2)
+    assert batch.items.tolist() == [[2, 3], [PAD, 4]]
+    assert batch.timestamps.tolist() == [[20, 30], [0, 40]]
+    assert batch.to_matrix(5).tolist() == [[0, 0, 1, 1, 0], [0, 0, 0, 0, 1]]
+
+
+def test_histories_reject_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="timestamps"):
+        Histories.from_lists([[1, 2]], [[1]])
+
+
+def test_popularity_ranks_by_training_count() -> None:
+    model = build_model("popularity", 4)
+    model.fit(train_data())
+    scores = model.score_all(one_history([3]))
+    assert scores.tolist() == [[3.0, 3.0, 2.0, 1.0]]
+
+
+def test_itemknn_cosine_known_values() -> None:
+    similarity = cosine_similarity(MATRIX, shrink=0.0)
+    assert similarity[0, 1] == pytest.approx(1.0)  # identical columns
+    assert similarity[2, 3] == pytest.approx(1 / np.sqrt(2))
+    assert similarity[0, 3] == 0.0 and np.all(np.diag(similarity) == 0)
+    pruned = keep_top_neighbours(similarity, 1)
+    assert (pruned > 0).sum(axis=1).max() == 1
+
+
+def test_ease_has_zero_diagonal_and_learns_co_occurrence() -> None:
+    weights = ease_weights(MATRIX, l2=0.5)
+    assert np.allclose(np.diag(weights), 0.0)
+    model = build_model("ease", 4, {"l2": 0.5})
+    model.fit(train_data())
+    scores = model.score_all(one_history([0]))[0]
+    assert scores[1] > scores[2] and scores[1] > scores[3]
+
+
+def test_ease_solves_its_closed_form() -> None:
+    # EASE^R: B = I - P diagMat(1/diag(P)) with P = (XᵀX + λI)⁻¹ (Steck 2019, eq. 8)
+    l2 = 2.0
+    gram = (MATRIX.T @ MATRIX).toarray() + l2 * np.eye(4)
+    precision = np.linalg.inv(gram)
+    expected = np.eye(4) - precision / np.diag(precision)
+    assert np.allclose(ease_weights(MATRIX, l2), expected)
+
+
+def test_text_zero_shot_follows_the_text() -> None:
+    embeddings = np.eye(4, dtype=np.float32)
+    embeddings[3] = [0.9, 0.1, 0.0, 0.0]  # item 3 reads like item 0
+    model = build_model("text_zero_shot", 4, {"dim": 4})
+    model.fit(train_data(embeddings))
+    scores = model.score_all(one_history([0]))[0]
+    assert int(torch.argmax(scores[1:])) + 1 == 3
+    assert model.score_all(Histories.from_lists([[]], [[]])).abs().sum() == 0  # no history, no opinion
+
+
+def test_text_zero_shot_needs_embeddings() -> None:
+    with pytest.raises(ValueError, match="embeddings"):
+        build_model("text_zero_shot", 4, {"dim": 4}).fit(train_data())
+
+
+def test_closed_form_models_have_no_loss() -> None:
+    with pytest.raises(NotImplementedError):
+        build_model("ease", 4).loss(None)
+
+
+def test_unknown_model_name_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="known models"):
+        build_model("sasrec2", 4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_round_trips_through_disk(name: str, tmp_path) -> None:
+    config = {"dim": 4} if name == "text_zero_shot" else {}
+    model = build_model(name, 4, config)
+    model.fit(train_data(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)))
+    model.save(tmp_path / name)
+    restored = load_model(tmp_path / name)
+    history = one_history([0, 2])
+    assert torch.equal(model.score_all(history), restored.score_all(history))
+    assert torch.equal(
+        restored.score(history, torch.tensor([[3, 1]])),
+        restored.score_all(history)[:, [3, 1]],
+    )
