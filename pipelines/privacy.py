@@ -32,11 +32,8 @@ RAW_AGE = "age"
 RAW_ZIP = "zip"
 
 
-class KeyError_(ValueError):
+class PseudonymKeyError(ValueError):
     """The pseudonymisation key is unreadable, malformed or too short."""
-
-
-PseudonymKeyError = KeyError_
 
 
 def pseudonymise_id(user_id: str, key: bytes) -> str:

@@ -5,7 +5,9 @@ model they hold:
 
 - ``fit(train)``            closed-form models learn here; gradient models
                             train through ``loss`` and leave ``fit`` alone.
-- ``loss(batch)``           a scalar training loss (gradient models only).
+- ``loss(batch)``           a scalar training loss (gradient models only); the
+                            batch is a ``Histories`` of training sequences and
+                            the model predicts each next item within them.
 - ``score(histories, items)``  scores of chosen candidates, ``[B, C]``.
 - ``score_all(histories)``     scores of every catalogue item, ``[B, n_items]``.
 
