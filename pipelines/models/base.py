@@ -98,6 +98,8 @@ class TrainData:
     histories: Histories  # the same events as time-ordered sequences
     n_items: int
     item_embeddings: np.ndarray | None = None  # [n_items, D] MiniLM vectors of the item texts
+    item_texts: tuple[str, ...] | None = None  # the texts behind them, for fine-tuning the encoder
+    profile_sizes: tuple[int, ...] | None = None  # codes per profile field, unknown (0) included
 
 
 class Recommender(nn.Module, ABC):
