@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import secrets
 from collections.abc import Sequence
@@ -50,16 +51,15 @@ def pseudonymise(user_ids: pd.Series | Sequence[str], key: bytes) -> pd.Series:
     ids = user_ids if isinstance(user_ids, pd.Series) else pd.Series(list(user_ids), dtype=object)
     present = ids.notna()
     mapping = {uid: pseudonymise_id(uid, key) for uid in pd.unique(ids[present])}
-    out = pd.Series(None, index=ids.index, dtype=object, name=ids.name)
-    out[present] = ids[present].map(mapping)
-    return out
+    pseudonyms = [mapping[v] if ok else None for v, ok in zip(ids, present, strict=True)]
+    return pd.Series(pseudonyms, index=ids.index, dtype=object, name=ids.name)
 
 
 def band_labels(bands: Sequence[int]) -> tuple[str, ...]:
-    """Labels in band order, e.g. ("<18", "18-24", ..., "56+"), so reports can list the valid set."""
+    """Labels in band order, e.g. ("<18", "18-24", …, "56+"), so reports can list the valid set."""
     lows = list(bands)
     labels = [f"<{lows[0]}"]
-    labels += [f"{lo}-{hi - 1}" for lo, hi in zip(lows, lows[1:], strict=False)]
+    labels += [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(lows)]
     labels.append(f"{lows[-1]}+")
     return tuple(labels)
 
@@ -115,7 +115,9 @@ def _key_from_hex(text: str, where: str) -> bytes:
     except ValueError as err:
         raise PseudonymKeyError(f"{where} is not a hex string") from err
     if len(key) < MIN_KEY_BYTES:
-        raise PseudonymKeyError(f"{where} holds {len(key)} bytes; at least {MIN_KEY_BYTES} are needed")
+        raise PseudonymKeyError(
+            f"{where} holds {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+        )
     return key
 
 
