@@ -28,9 +28,8 @@ class TextZeroShot(Recommender):
         self.item_vectors = F.normalize(torch.as_tensor(train.item_embeddings, dtype=torch.float32), dim=1)
 
     def user_vectors(self, histories: Histories) -> torch.Tensor:
-        mask = histories.mask.float()  # [B, L]
-        safe_items = histories.items.clamp(min=0)
-        summed = (self.item_vectors[safe_items] * mask[..., None]).sum(dim=1)  # [B, D]
+        # a [B, n_items] @ [n_items, D] product, far cheaper than gathering [B, L, D]
+        summed = histories.to_matrix(self.n_items) @ self.item_vectors  # [B, D]
         return F.normalize(summed, dim=1)  # a zero history stays a zero vector
 
     def score_all(self, histories: Histories) -> torch.Tensor:
