@@ -73,8 +73,12 @@ def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int
     order = sorted(metrics, key=lambda model: -metrics[model]["valid"][names[0]])
     lines = []
     for split in SPLITS:
-        lines += [f"### {split}", "", "| model | " + " | ".join(names) + " |",
-                  "|---|" + "---:|" * len(names)]
+        lines += [
+            f"### {split}",
+            "",
+            "| model | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for model in order:
             values = " | ".join(f"{metrics[model][split][name]:.4f}" for name in names)
             lines.append(f"| {model} | {values} |")
@@ -87,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=Path, default=paths.FEATURES_DIR)
     parser.add_argument("--models", type=Path, default=paths.MODELS_DIR)
     parser.add_argument("--out", type=Path, default=paths.EVAL_DIR)
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params().evaluate
+    params = load_params(args.params).evaluate
 
     sequences = pd.read_parquet(args.features / paths.SEQUENCES.name)
     profiles = profile_codes(pd.read_parquet(args.features / paths.PROFILES.name))
@@ -105,8 +110,12 @@ def main(argv: list[str] | None = None) -> None:
             split: evaluate_model(model, *inputs[split], params.k, params.batch_size)
             for split in SPLITS
         }
-        log.info("%s: valid %s in %.1fs", model.name, metrics[model.name]["valid"],
-                 time.perf_counter() - started)
+        log.info(
+            "%s: valid %s in %.1fs",
+            model.name,
+            metrics[model.name]["valid"],
+            time.perf_counter() - started,
+        )
 
     table = leaderboard_markdown(metrics, params.k)
     write_json(metrics, args.out / paths.EVAL_METRICS.name)

@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=Path, default=paths.SPLIT_DIR)
     parser.add_argument("--out", type=Path, default=paths.FEATURES_DIR)
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params().features
+    params = load_params(args.params).features
     started = time.perf_counter()
 
     split = pd.read_parquet(args.split / paths.SPLIT_INTERACTIONS.name)
@@ -92,8 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(sequences, args.out / paths.SEQUENCES.name)
     write_parquet(encode_profiles(users, vocabulary), args.out / paths.PROFILES.name)
     write_json(vocabulary, args.out / paths.PROFILE_VOCAB.name)
-    log.info("wrote %d sequences and profiles to %s in %.1fs",
-             len(sequences), args.out, time.perf_counter() - started)
+    log.info(
+        "wrote %d sequences and profiles to %s in %.1fs",
+        len(sequences),
+        args.out,
+        time.perf_counter() - started,
+    )
 
 
 if __name__ == "__main__":

@@ -44,14 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, default=paths.EVAL_METRICS)
     parser.add_argument("--out", type=Path, default=paths.SELECTION)
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    metric = load_params().select.metric
+    metric = load_params(args.params).select.metric
 
     chosen = decision(json.loads(args.metrics.read_text()), metric)
     write_json(chosen, args.out)
-    print(f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
-          f"test {metric} = {chosen['test'][metric]:.4f})")
+    print(
+        f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
+        f"test {metric} = {chosen['test'][metric]:.4f})"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def targets_for(sequences: pd.DataFrame, split: Literal["valid", "test"]) -> tor
 def train_matrix(sequences: pd.DataFrame, n_items: int) -> sp.csr_matrix:
     """Binary user × item matrix of the training events only."""
     rows, cols = [], []
-    for user, (items, n_train) in enumerate(zip(sequences["items"], sequences["n_train"], strict=True)):
+    for user, (items, n_train) in enumerate(
+        zip(sequences["items"], sequences["n_train"], strict=True)
+    ):
         cols.extend(items[: int(n_train)])
         rows.extend([user] * int(n_train))
     data = np.ones(len(rows), dtype=np.float32)

@@ -129,16 +129,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=paths.DATA)
     parser.add_argument("--out", type=Path, default=paths.SPLIT_DIR)
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params()
+    params = load_params(args.params)
     started = time.perf_counter()
 
     interactions = pd.read_parquet(args.data / paths.INTERACTIONS.name)
     items = pd.read_parquet(args.data / paths.ITEMS.name)
     users = pd.read_parquet(args.data / paths.USERS.name)
-    log.info("read %d interactions, %d items, %d users from %s",
-             len(interactions), len(items), len(users), args.data)
+    log.info(
+        "read %d interactions, %d items, %d users from %s",
+        len(interactions),
+        len(items),
+        len(users),
+        args.data,
+    )
 
     split = split_interactions(interactions, params.split.min_count, params.split.tie_break)
     stats = split_stats(split, len(interactions))
@@ -146,8 +152,13 @@ def main(argv: list[str] | None = None) -> None:
     write_parquet(catalogue(split, items), args.out / paths.SPLIT_ITEMS.name)
     write_parquet(user_table(split, users), args.out / paths.SPLIT_USERS.name)
     write_json(stats, args.out / paths.SPLIT_STATS.name)
-    log.info("wrote %s to %s in %.1fs: %s", SPLIT, args.out, time.perf_counter() - started,
-             json.dumps(stats))
+    log.info(
+        "wrote %s to %s in %.1fs: %s",
+        SPLIT,
+        args.out,
+        time.perf_counter() - started,
+        json.dumps(stats),
+    )
 
 
 if __name__ == "__main__":

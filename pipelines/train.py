@@ -54,13 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", type=Path, default=paths.SPLIT_DIR)
     parser.add_argument("--embeddings", type=Path, default=paths.ITEM_EMBEDDINGS)
     parser.add_argument("--out", type=Path, default=paths.MODELS_DIR)
+    parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params().train
+    params = load_params(args.params).train
 
     train = load_train_data(args.features, args.split, args.embeddings)
-    log.info("training on %d events of %d users, %d items",
-             train.matrix.nnz, train.matrix.shape[0], train.n_items)
+    log.info(
+        "training on %d events of %d users, %d items",
+        train.matrix.nnz,
+        train.matrix.shape[0],
+        train.n_items,
+    )
     # all models land in a temporary folder first: no half-written model set
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=".models."))

@@ -116,7 +116,7 @@ class Recommender(nn.Module, ABC):
         self.n_items = n_items
         self.config = dict(config or {})
 
-    def fit(self, train: TrainData) -> None:  # noqa: B027 - optional for gradient models
+    def fit(self, train: TrainData) -> None:
         """Closed-form learning; gradient models train through ``loss`` instead."""
 
     def loss(self, batch: Any) -> torch.Tensor:

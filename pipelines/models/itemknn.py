@@ -44,7 +44,9 @@ class ItemKNN(Recommender):
         self.register_buffer("similarity", torch.zeros(n_items, n_items))  # [from, to]
 
     def fit(self, train: TrainData) -> None:
-        similarity = keep_top_neighbours(cosine_similarity(train.matrix, self.shrink), self.neighbours)
+        similarity = keep_top_neighbours(
+            cosine_similarity(train.matrix, self.shrink), self.neighbours
+        )
         self.similarity = torch.as_tensor(similarity, dtype=torch.float32)
 
     def score_all(self, histories: Histories) -> torch.Tensor:

@@ -25,7 +25,9 @@ class TextZeroShot(Recommender):
     def fit(self, train: TrainData) -> None:
         if train.item_embeddings is None:
             raise ValueError("text_zero_shot needs the item embeddings of the embed stage")
-        self.item_vectors = F.normalize(torch.as_tensor(train.item_embeddings, dtype=torch.float32), dim=1)
+        self.item_vectors = F.normalize(
+            torch.as_tensor(train.item_embeddings, dtype=torch.float32), dim=1
+        )
 
     def user_vectors(self, histories: Histories) -> torch.Tensor:
         # a [B, n_items] @ [n_items, D] product, far cheaper than gathering [B, L, D]

@@ -36,6 +36,13 @@ def test_stage_outputs_match_the_paths_module() -> None:
         for stage in STAGES.values()
         for out in stage.get("outs", []) + stage.get("metrics", [])
     }
-    for path in (paths.SPLIT_DIR, paths.FEATURES_DIR, paths.EMBEDDINGS_DIR, paths.MODELS_DIR,
-                 paths.EVAL_METRICS, paths.LEADERBOARD_MD, paths.SELECTION):
+    for path in (
+        paths.SPLIT_DIR,
+        paths.FEATURES_DIR,
+        paths.EMBEDDINGS_DIR,
+        paths.MODELS_DIR,
+        paths.EVAL_METRICS,
+        paths.LEADERBOARD_MD,
+        paths.SELECTION,
+    ):
         assert str(path.relative_to(paths.ROOT)) in declared

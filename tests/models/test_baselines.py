@@ -81,7 +81,9 @@ def test_text_zero_shot_follows_the_text() -> None:
     model.fit(train_data(embeddings))
     scores = model.score_all(one_history([0]))[0]
     assert int(torch.argmax(scores[1:])) + 1 == 3
-    assert model.score_all(Histories.from_lists([[]], [[]])).abs().sum() == 0  # no history, no opinion
+    assert (
+        model.score_all(Histories.from_lists([[]], [[]])).abs().sum() == 0
+    )  # no history, no opinion
 
 
 def test_text_zero_shot_needs_embeddings() -> None:

@@ -51,13 +51,17 @@ def test_history_items_are_masked() -> None:
 
 def test_target_below_cutoff_scores_zero() -> None:
     targets = torch.tensor([8, 9])
-    metrics = evaluate_model(Oracle(10, targets, offset=5), histories_without(targets), targets, 3, 8)
+    metrics = evaluate_model(
+        Oracle(10, targets, offset=5), histories_without(targets), targets, 3, 8
+    )
     assert metrics["ndcg@3"] == 0.0 and metrics["hr@3"] == 0.0
 
 
 def run_metrics(valid: float, test: float) -> dict[str, dict[str, float]]:
-    return {"valid": {"ndcg@10": valid, "hr@10": 0.0, "mrr@10": 0.0, "coverage@10": 0.0},
-            "test": {"ndcg@10": test, "hr@10": 0.0, "mrr@10": 0.0, "coverage@10": 0.0}}
+    return {
+        "valid": {"ndcg@10": valid, "hr@10": 0.0, "mrr@10": 0.0, "coverage@10": 0.0},
+        "test": {"ndcg@10": test, "hr@10": 0.0, "mrr@10": 0.0, "coverage@10": 0.0},
+    }
 
 
 def test_winner_is_chosen_on_validation_only() -> None:

@@ -67,6 +67,11 @@ def test_split_end_to_end(tiny_interactions, tiny_items, tiny_users) -> None:
     assert list(users["user_idx"]) == [0, 1, 2]
     stats = split_stats(split, len(tiny_interactions))
     assert stats == {
-        "raw_interactions": 19, "users": 3, "items": 6, "interactions": 18,
-        "train": 12, "valid": 3, "test": 3,
+        "raw_interactions": 19,
+        "users": 3,
+        "items": 6,
+        "interactions": 18,
+        "train": 12,
+        "valid": 3,
+        "test": 3,
     }
