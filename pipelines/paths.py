@@ -45,6 +45,7 @@ EVAL_DIR = ARTIFACTS / "eval"
 EVAL_METRICS = EVAL_DIR / "metrics.json"
 LEADERBOARD_JSON = EVAL_DIR / "leaderboard.json"
 LEADERBOARD_MD = EVAL_DIR / "leaderboard.md"
+FAIRNESS = EVAL_DIR / "fairness.json"
 
 SELECTION_DIR = ARTIFACTS / "selection"
 SELECTION = SELECTION_DIR / "selection.json"

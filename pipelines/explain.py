@@ -1,0 +1,121 @@
+"""Why an item was recommended: the history items that drove it (design.md §8, "reason").
+
+Two pure functions the service calls with item indices:
+
+- ``explain``: by embedding similarity. History item ``i`` supports
+  recommended item ``j`` with the cosine of their vectors (e.g. the MiniLM
+  item embeddings), whatever model produced the recommendation.
+- ``explain_from_weights``: by a model's own item-to-item weights, for linear
+  item models (EASE's B, ItemKNN's similarity, or any item × item similarity
+  matrix). Their score is ``score(j) = Σ_{i in history} W[i, j]``, so
+  ``W[i, j]`` *is* history item ``i``'s contribution to ``j``: the reason is
+  exact, not a proxy.
+
+Both return ``{recommended item: [(history item, contribution), ...]}``, at most
+``top_n`` per item, largest contribution first; equal contributions go to the
+lower item index, so the answer never depends on the order of the history.
+A history item never explains itself, repeated history items count once, and
+by default only positive contributions are named (a zero or negative weight
+did not drive the recommendation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+Explanation = dict[int, list[tuple[int, float]]]
+
+
+def _as_float64(values: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64)
+    return torch.as_tensor(np.asarray(values), dtype=torch.float64)
+
+
+def _check_items(name: str, items: Sequence[int], n_items: int) -> list[int]:
+    values = [int(item) for item in items]
+    bad = [item for item in values if not 0 <= item < n_items]
+    if bad:
+        raise ValueError(f"{name} holds item indices outside 0..{n_items - 1}: {bad[:5]}")
+    return values
+
+
+def _drivers(
+    history: list[int],
+    recommended: list[int],
+    contributions: torch.Tensor,
+    top_n: int,
+    positive_only: bool,
+) -> Explanation:
+    """Top history items per recommended item from ``contributions`` ``[H, R]``."""
+    table = contributions.tolist()  # H lists of R floats
+    result: Explanation = {}
+    for column, item in enumerate(recommended):
+        pairs = [
+            (source, float(row[column]))
+            for source, row in zip(history, table, strict=True)
+            if source != item and (not positive_only or row[column] > 0.0)
+        ]
+        pairs.sort(key=lambda pair: (-pair[1], pair[0]))  # largest first, then lower index
+        result[item] = pairs[:top_n]
+    return result
+
+
+def _prepare(
+    history_items: Sequence[int], recommended: Sequence[int], n_items: int, top_n: int
+) -> tuple[list[int], list[int]]:
+    if top_n < 1:
+        raise ValueError(f"top_n must be at least 1, got {top_n}")
+    history = list(dict.fromkeys(_check_items("history_items", history_items, n_items)))
+    targets = list(dict.fromkeys(_check_items("recommended", recommended, n_items)))
+    return history, targets
+
+
+def explain(
+    history_items: Sequence[int],
+    recommended: Sequence[int],
+    item_vectors: torch.Tensor | np.ndarray,
+    top_n: int = 3,
+    positive_only: bool = True,
+) -> Explanation:
+    """For each recommended item, the ``top_n`` history items most similar to it.
+
+    ``item_vectors`` is ``[n_items, D]`` (any scale: rows are L2-normalised
+    here, so the contribution is the cosine, in [-1, 1]). An empty history
+    gives an empty list for every recommended item.
+    """
+    vectors = _as_float64(item_vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"item_vectors must be [n_items, D], got shape {tuple(vectors.shape)}")
+    history, targets = _prepare(history_items, recommended, vectors.shape[0], top_n)
+    if not history or not targets:
+        return {item: [] for item in targets}
+    sources = F.normalize(vectors[history], dim=1)  # [H, D]
+    destinations = F.normalize(vectors[targets], dim=1)  # [R, D]
+    return _drivers(history, targets, sources @ destinations.T, top_n, positive_only)  # [H, R]
+
+
+def explain_from_weights(
+    history_items: Sequence[int],
+    recommended: Sequence[int],
+    weights: torch.Tensor | np.ndarray,
+    top_n: int = 3,
+    positive_only: bool = True,
+) -> Explanation:
+    """For each recommended item ``j``, the history items ``i`` with the largest ``W[i, j]``.
+
+    ``weights`` is an item × item matrix ``[from, to]``: EASE's ``weights``,
+    ItemKNN's ``similarity``, or a precomputed similarity matrix.
+    """
+    matrix = _as_float64(weights)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"weights must be a square item × item matrix, got {tuple(matrix.shape)}")
+    history, targets = _prepare(history_items, recommended, matrix.shape[0], top_n)
+    if not history or not targets:
+        return {item: [] for item in targets}
+    contributions = matrix[history][:, targets]  # [H, R]
+    return _drivers(history, targets, contributions, top_n, positive_only)
