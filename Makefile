@@ -36,9 +36,10 @@ ingest: $(STAMP) ## obtain MovieLens-100K, validate it and record the snapshot i
 repro: $(STAMP) ## run the DVC pipeline (only stale stages)
 	$(BIN)/dvc repro
 
-leaderboard: ## print the leaderboard and the chosen model
-	@cat artifacts/eval/leaderboard.md
-	@$(BIN)/dvc metrics show artifacts/selection/selection.json
+leaderboard: ## print the leaderboards (validation, test, fairness, cold start) and the winner
+	@cat artifacts/eval/leaderboard.md artifacts/coldstart/coldstart.md
+	@echo; echo "### selection (chosen on validation NDCG@10; test reported, never used)"; echo
+	@cat artifacts/selection/leaderboard.md
 
 run: $(STAMP) ## set up, ingest, run the whole pipeline and print the leaderboard
 	@time ( $(MAKE) --no-print-directory ingest repro leaderboard )

@@ -8,10 +8,17 @@ message naming the key, not a KeyError deep inside a stage.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines import paths
 
@@ -84,13 +91,74 @@ class EASEParams(_Frozen):
     l2: float = Field(250.0, gt=0)
 
 
-ModelName = Literal["popularity", "itemknn", "ease", "text_zero_shot"]
+ModelName = Literal[
+    "popularity", "itemknn", "ease", "text_zero_shot", "sasrec", "fusion_transformer"
+]
 
 
 class TrainParams(_Frozen):
     models: tuple[ModelName, ...] = ("popularity", "itemknn", "ease", "text_zero_shot")
     itemknn: ItemKNNParams = ItemKNNParams()
     ease: EASEParams = EASEParams()
+    # gradient models: keys of SASRecConfig / FusionConfig / TrainerConfig, checked
+    # against those dataclasses when the train stage builds them
+    sasrec: dict[str, Any] = Field(default_factory=dict)
+    fusion_transformer: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    # per-model trainer overrides, e.g. a lower learning rate for one model
+    trainer_overrides: dict[ModelName, dict[str, Any]] = Field(default_factory=dict)
+
+
+class SearchDimension(_Frozen):
+    """One hyperparameter's range: float/int between low and high, or a list of choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical dimension needs choices")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"a {self.type} dimension needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale dimension needs low > 0")
+        return self
+
+
+class TuneParams(_Frozen):
+    # trials per model; a model without a budget is trained with its params as they are
+    trials: dict[ModelName, int] = Field(default_factory=dict)
+    # the search space per model; "trainer.<key>" names a TrainerConfig key
+    spaces: dict[ModelName, dict[str, SearchDimension]] = Field(default_factory=dict)
+    # stop a study after this long even with trials left
+    timeout_minutes: float = Field(30.0, gt=0)
+    # the median pruner judges a trial only after this many validation reports
+    pruner_warmup: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _budget_has_a_space(self) -> TuneParams:
+        missing = [
+            model for model, trials in self.trials.items() if trials and model not in self.spaces
+        ]
+        if missing:
+            raise ValueError(f"trials given but no search space for: {', '.join(missing)}")
+        return self
+
+
+class ColdStartParams(_Frozen):
+    models: tuple[ModelName, ...] = ("text_zero_shot", "ease")
+    item_share: float = Field(0.2, gt=0, lt=1)  # share of items made strictly cold
+    user_share: float = Field(0.1, gt=0, lt=1)  # share of users held out of training
+    shots: tuple[int, ...] = (0, 1, 3, 5)  # events a new user has given
+    item_k: int = Field(20, ge=1)
+    user_k: int = Field(10, ge=1)
+    warm_folds: int = Field(0, ge=0)  # >0 adds a leak-free cross-fitted warm ceiling
+    batch_size: int = Field(256, ge=1)
 
 
 class EvaluateParams(_Frozen):
@@ -109,7 +177,9 @@ class Params(_Frozen):
     features: FeaturesParams = FeaturesParams()
     embed: EmbedParams = EmbedParams()
     train: TrainParams = TrainParams()
+    tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    coldstart: ColdStartParams = ColdStartParams()
     select: SelectParams = SelectParams()
 
 

@@ -39,13 +39,23 @@ EMBEDDINGS_DIR = ARTIFACTS / "embeddings"
 ITEM_EMBEDDINGS = EMBEDDINGS_DIR / "items.npy"
 EMBEDDINGS_META = EMBEDDINGS_DIR / "meta.json"
 
+TUNE_DIR = ARTIFACTS / "tune"
+TUNE_BEST = TUNE_DIR / "best.json"
+TUNE_HISTORY = TUNE_DIR / "history.csv"
+TUNE_STUDIES = TUNE_DIR / "studies.db"
+
 MODELS_DIR = ARTIFACTS / "models"
 
 EVAL_DIR = ARTIFACTS / "eval"
 EVAL_METRICS = EVAL_DIR / "metrics.json"
-LEADERBOARD_JSON = EVAL_DIR / "leaderboard.json"
 LEADERBOARD_MD = EVAL_DIR / "leaderboard.md"
 FAIRNESS = EVAL_DIR / "fairness.json"
 
 SELECTION_DIR = ARTIFACTS / "selection"
 SELECTION = SELECTION_DIR / "selection.json"
+SELECTION_LEADERBOARD_JSON = SELECTION_DIR / "leaderboard.json"
+SELECTION_LEADERBOARD_MD = SELECTION_DIR / "leaderboard.md"
+
+COLDSTART_DIR = ARTIFACTS / "coldstart"
+COLDSTART_METRICS = COLDSTART_DIR / "metrics.json"
+COLDSTART_MD = COLDSTART_DIR / "coldstart.md"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipelines import paths
 from pipelines.config import load_params
-from pipelines.io import write_json
+from pipelines.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,54 @@ def decision(metrics: dict[str, dict[str, dict[str, float]]], metric: str) -> di
     }
 
 
+def leaderboard(metrics: dict[str, dict[str, dict[str, float]]], metric: str) -> list[dict]:
+    """One row per model, best validation ``metric`` first, with its test numbers beside."""
+    ranking = sorted(metrics, key=lambda model: -metrics[model]["valid"][metric])
+    return [
+        {
+            "rank": position,
+            "model": model,
+            "valid": metrics[model]["valid"],
+            "test": metrics[model]["test"],
+        }
+        for position, model in enumerate(ranking, start=1)
+    ]
+
+
+def leaderboard_markdown(rows: list[dict], metric: str, tuned: dict[str, dict]) -> str:
+    """The leaderboard as markdown; the first row is the winner."""
+    k = metric.split("@")[1]
+    names = [f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}"]
+    header = ["rank", "model", f"valid {metric}", *(f"test {name}" for name in names), "tuned"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        trials = tuned.get(row["model"], {}).get("trials")
+        cells = [str(row["rank"]), row["model"], f"{row['valid'][metric]:.4f}"]
+        cells += [f"{row['test'][name]:.4f}" for name in names]
+        cells.append(f"{trials} trials" if trials else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, default=paths.EVAL_METRICS)
-    parser.add_argument("--out", type=Path, default=paths.SELECTION)
+    parser.add_argument("--tuned", type=Path, default=paths.TUNE_BEST)
+    parser.add_argument("--out", type=Path, default=paths.SELECTION_DIR)
     parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     metric = load_params(args.params).select.metric
 
-    chosen = decision(json.loads(args.metrics.read_text()), metric)
-    write_json(chosen, args.out)
+    metrics = json.loads(args.metrics.read_text())
+    tuned = json.loads(args.tuned.read_text()) if args.tuned.exists() else {}
+    chosen = decision(metrics, metric)
+    rows = leaderboard(metrics, metric)
+    write_json(rows, args.out / paths.SELECTION_LEADERBOARD_JSON.name)
+    write_text(
+        leaderboard_markdown(rows, metric, tuned), args.out / paths.SELECTION_LEADERBOARD_MD.name
+    )
+    write_json(chosen, args.out / paths.SELECTION.name)
     print(
         f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
         f"test {metric} = {chosen['test'][metric]:.4f})"

@@ -1,51 +1,136 @@
-"""DVC stage `train`: fit every model named in params.yaml on the training events."""
+"""DVC stage `train`: fit every model named in params.yaml on the training events.
+
+Closed-form models learn in ``fit``; gradient models prepare their buffers in
+``fit`` and then train through the shared loop in ``pipelines.trainer`` with
+early stopping on validation NDCG@10. ``fit_model`` is the one place that
+tells the two apart; tuning and the cold-start protocols call it too.
+Hyperparameters found by the ``tune`` stage override those in params.yaml.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pipelines import paths
-from pipelines.config import TrainParams, load_params
-from pipelines.models import Recommender, TrainData, build_model
-from pipelines.sequences import histories_for, train_matrix
+from pipelines.config import ParamsError, TrainParams, load_params
+from pipelines.models import Histories, Recommender, TrainData, build_model
+from pipelines.sequences import histories_for, profile_codes, targets_for, train_matrix
+from pipelines.text_encoder import item_text
+from pipelines.trainer import TrainerConfig, TrainResult, fit_gradient
 
 log = logging.getLogger(__name__)
 
+# params sections that hold a model's own config keys
+_CLOSED_FORM_SECTIONS = ("itemknn", "ease")
 
-def model_config(name: str, params: TrainParams, embedding_dim: int) -> dict:
-    """The plain-value config each model is built with (and saved next to its weights)."""
-    section = getattr(params, name, None)
-    config = section.model_dump() if section is not None else {}
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """The held-out events early stopping and tuning look at (never the test events)."""
+
+    histories: Histories
+    targets: torch.Tensor
+
+
+def load_train_data(
+    features_dir: Path, split_dir: Path, embeddings_path: Path
+) -> tuple[TrainData, Validation]:
+    """Training events with every side input a model may use, and the validation set."""
+    sequences = pd.read_parquet(features_dir / paths.SEQUENCES.name)
+    profiles = profile_codes(pd.read_parquet(features_dir / paths.PROFILES.name))
+    vocabulary = json.loads((features_dir / paths.PROFILE_VOCAB.name).read_text())
+    items = pd.read_parquet(split_dir / paths.SPLIT_ITEMS.name)
+    embeddings = np.load(embeddings_path) if embeddings_path.exists() else None
+    train = TrainData(
+        matrix=train_matrix(sequences, len(items)),
+        histories=histories_for(sequences, "train", profiles),
+        n_items=len(items),
+        item_embeddings=embeddings,
+        item_texts=tuple(
+            item_text(row.title, row.year, row.genres) for row in items.itertuples(index=False)
+        ),
+        profile_sizes=tuple(len(values) + 1 for values in vocabulary.values()),
+    )
+    valid = Validation(histories_for(sequences, "valid", profiles), targets_for(sequences, "valid"))
+    return train, valid
+
+
+def model_config(
+    name: str, params: TrainParams, train: TrainData, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The plain-value config a model is built with (and saved next to its weights)."""
+    if name in _CLOSED_FORM_SECTIONS:
+        config = getattr(params, name).model_dump()
+    else:
+        config = dict(getattr(params, name, None) or {})
+    dim = 0 if train.item_embeddings is None else int(train.item_embeddings.shape[1])
     if name == "text_zero_shot":
-        config["dim"] = embedding_dim
+        config["dim"] = dim
+    if name == "fusion_transformer":  # sizes only the data knows
+        config["text_dim"] = dim
+        config["profile_sizes"] = list(train.profile_sizes or ())
+    config.update({k: v for k, v in (overrides or {}).items() if not k.startswith("trainer.")})
     return config
 
 
-def load_train_data(features_dir: Path, split_dir: Path, embeddings_path: Path) -> TrainData:
-    sequences = pd.read_parquet(features_dir / paths.SEQUENCES.name)
-    n_items = len(pd.read_parquet(split_dir / paths.SPLIT_ITEMS.name))
-    embeddings = np.load(embeddings_path) if embeddings_path.exists() else None
-    return TrainData(
-        matrix=train_matrix(sequences, n_items),
-        histories=histories_for(sequences, "train"),
-        n_items=n_items,
-        item_embeddings=embeddings,
-    )
+def trainer_config(
+    name: str, params: TrainParams, seed: int, overrides: dict[str, Any] | None = None
+) -> TrainerConfig:
+    """TrainerConfig from params.yaml, the model's own overrides, then tuned values."""
+    values: dict[str, Any] = {"seed": seed, **params.trainer}
+    values.update(params.trainer_overrides.get(name, {}))
+    values.update({k[8:]: v for k, v in (overrides or {}).items() if k.startswith("trainer.")})
+    try:
+        return TrainerConfig(**values)
+    except (TypeError, ValueError) as err:
+        known = ", ".join(f.name for f in dataclasses.fields(TrainerConfig))
+        raise ParamsError(f"train.trainer for {name}: {err} (known keys: {known})") from err
 
 
-def fit_model(name: str, params: TrainParams, train: TrainData) -> Recommender:
-    dim = 0 if train.item_embeddings is None else train.item_embeddings.shape[1]
-    model = build_model(name, train.n_items, model_config(name, params, dim))
+def fit_model(
+    name: str,
+    config: dict[str, Any],
+    train: TrainData,
+    valid: Validation | None = None,
+    trainer: TrainerConfig | None = None,
+    report: Callable[[int, float], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> tuple[Recommender, TrainResult | None]:
+    """Build and fit one model; gradient models also need ``valid`` and ``trainer``."""
+    try:
+        model = build_model(name, train.n_items, config)
+    except TypeError as err:
+        raise ParamsError(f"train.{name}: {err}") from err
     model.fit(train)
-    return model.eval()
+    result = None
+    if model.trainable:
+        if valid is None or trainer is None:
+            raise ValueError(f"{name} trains by gradient and needs a validation set and trainer")
+        torch.manual_seed(trainer.seed)
+        result = fit_gradient(
+            model, train, valid.histories, valid.targets, trainer, checkpoint_dir, report
+        )
+    return model.eval(), result
+
+
+def tuned_overrides(best_path: Path) -> dict[str, dict[str, Any]]:
+    """Best hyperparameters per model from the tune stage ({} when nothing was tuned)."""
+    if not best_path.exists():
+        return {}
+    return {model: entry["params"] for model, entry in json.loads(best_path.read_text()).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,13 +138,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", type=Path, default=paths.FEATURES_DIR)
     parser.add_argument("--split", type=Path, default=paths.SPLIT_DIR)
     parser.add_argument("--embeddings", type=Path, default=paths.ITEM_EMBEDDINGS)
+    parser.add_argument("--tuned", type=Path, default=paths.TUNE_BEST)
     parser.add_argument("--out", type=Path, default=paths.MODELS_DIR)
     parser.add_argument("--params", type=Path, default=paths.PARAMS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(args.params).train
+    params = load_params(args.params)
 
-    train = load_train_data(args.features, args.split, args.embeddings)
+    train, valid = load_train_data(args.features, args.split, args.embeddings)
+    tuned = tuned_overrides(args.tuned)
     log.info(
         "training on %d events of %d users, %d items",
         train.matrix.nnz,
@@ -70,9 +157,17 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=".models."))
     try:
-        for name in params.models:
+        for name in params.train.models:
             started = time.perf_counter()
-            fit_model(name, params, train).save(staging / name)
+            overrides = tuned.get(name)
+            config = model_config(name, params.train, train, overrides)
+            trainer = trainer_config(name, params.train, params.seed, overrides)
+            model, result = fit_model(name, config, train, valid, trainer)
+            model.save(staging / name)
+            if result is not None:
+                (staging / name / "training.json").write_text(
+                    json.dumps(dataclasses.asdict(result), indent=2) + "\n"
+                )
             log.info("fitted %s in %.1fs", name, time.perf_counter() - started)
         shutil.rmtree(args.out, ignore_errors=True)
         staging.rename(args.out)

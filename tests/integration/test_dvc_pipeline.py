@@ -76,6 +76,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, root / name)
+    # EASE untuned here, so its λ in params.yaml is the one that counts
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("    ease: 8\n", "", 1))
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], root)
     run([*dvc, "init", "-q"], root)
@@ -87,7 +90,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_builds_every_output(repo: Path) -> None:
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert ran_stages(output) == {"split", "features", "embed", "train", "evaluate", "select"}
+    assert ran_stages(output) == {
+        "split",
+        "features",
+        "embed",
+        "tune",
+        "train",
+        "evaluate",
+        "coldstart",
+        "select",
+    }
     metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
     assert set(metrics) == {"popularity", "itemknn", "ease", "text_zero_shot"}
     selection = json.loads((repo / "artifacts/selection/selection.json").read_text())
@@ -102,7 +114,8 @@ def test_second_repro_does_nothing(repo: Path) -> None:
 
 
 def test_changing_ease_lambda_reruns_only_train_and_after(repo: Path) -> None:
+    # coldstart fits models with the train params too, so it follows train
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("l2: 250.0", "l2: 100.0"))
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert ran_stages(output) == {"train", "evaluate", "select"}
+    assert ran_stages(output) == {"train", "evaluate", "coldstart", "select"}
