@@ -8,12 +8,13 @@ from typing import Any
 
 from pipelines.models.base import Histories, Recommender, TrainData
 from pipelines.models.ease import EASE
+from pipelines.models.fusion_transformer import FusionTransformer
 from pipelines.models.itemknn import ItemKNN
 from pipelines.models.popularity import Popularity
 from pipelines.models.text_zero_shot import TextZeroShot
 
 MODELS: dict[str, type[Recommender]] = {
-    model.name: model for model in (Popularity, ItemKNN, EASE, TextZeroShot)
+    model.name: model for model in (Popularity, ItemKNN, EASE, TextZeroShot, FusionTransformer)
 }
 
 __all__ = ["MODELS", "Histories", "Recommender", "TrainData", "build_model", "load_model"]

@@ -1,0 +1,342 @@
+"""FusionTransformer: contract, masks, cold start, ablations, learning, persistence, LoRA."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from pipelines.models.base import PAD, Histories, Recommender, TrainData
+from pipelines.models.fusion_transformer import (
+    FusionConfig,
+    FusionTransformer,
+    context_layout,
+    day_of_week,
+    gap_buckets,
+    hour_of_day,
+    log_buckets,
+)
+
+PROFILE_SIZES = [4, 3, 8, 5]  # age band, gender, occupation, region; 0 = unknown
+SMALL = {"hidden": 16, "n_heads": 2, "n_layers": 1, "max_len": 12, "profile_sizes": PROFILE_SIZES}
+
+
+@pytest.fixture(autouse=True)
+def _seeded_single_thread() -> Iterator[None]:
+    # tiny tensors: one thread is faster than two and leaves the other core free
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unit_vectors(n_items: int, dim: int = 384, seed: int = 0) -> np.ndarray:
+    """Random unit vectors standing in for MiniLM item embeddings, [n_items, dim]."""
+    vectors = np.random.default_rng(seed).normal(size=(n_items, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def train_data(
+    sequences: list[list[int]],
+    n_items: int,
+    profiles: list[list[int]] | None = None,
+    embeddings: np.ndarray | None = None,
+    texts: tuple[str, ...] | None = None,
+) -> TrainData:
+    """TrainData of the given sequences; timestamps one hour apart."""
+    stamps = [[1_000_000 + 3_600 * t for t in range(len(seq))] for seq in sequences]
+    rows = [user for user, seq in enumerate(sequences) for _ in seq]
+    cols = [item for seq in sequences for item in seq]
+    matrix = sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(sequences), n_items)
+    )
+    matrix.data[:] = 1.0
+    return TrainData(
+        matrix=matrix,
+        histories=Histories.from_lists(sequences, stamps, profiles),
+        n_items=n_items,
+        item_embeddings=unit_vectors(n_items) if embeddings is None else embeddings,
+        item_texts=texts,
+        profile_sizes=tuple(PROFILE_SIZES),
+    )
+
+
+def fitted(n_items: int, sequences: list[list[int]], **config: object) -> FusionTransformer:
+    model = FusionTransformer(n_items, {**SMALL, **config})
+    model.fit(train_data(sequences, n_items, profiles=[[1, 1, 1, 1]] * len(sequences)))
+    return model
+
+
+def history(items: list[int], profile: list[int] | None = None) -> Histories:
+    stamps = [1_000_000 + 3_600 * t for t in range(len(items))]
+    return Histories.from_lists([items], [stamps], None if profile is None else [profile])
+
+
+def train_steps(model: Recommender, batch: Histories, steps: int, lr: float = 1e-2) -> None:
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model.loss(batch).backward()
+        optimizer.step()
+    model.eval()
+
+
+# -- pure helpers ------------------------------------------------------------------------
+def test_time_helpers_known_values() -> None:
+    # 1997-09-20 (ML-100K's first day) was a Saturday; 1998-04-22 12:34 UTC a Wednesday
+    stamps = torch.tensor([874_724_710, 893_248_440, 0])
+    assert day_of_week(stamps).tolist() == [5, 2, 3]  # Monday = 0; 1970-01-01 a Thursday
+    assert hour_of_day(torch.tensor([0, 3_599, 3_600, 86_399])).tolist() == [0, 0, 1, 23]
+    assert log_buckets(torch.tensor([0, 1, 3, 3_600, 10**12]), 32).tolist() == [0, 1, 2, 11, 31]
+
+
+def test_context_token_sits_before_the_first_event() -> None:
+    items = torch.tensor([[PAD, PAD, 5, 6], [1, 2, 3, 4], [PAD, PAD, PAD, PAD]])
+    tokens, is_context = context_layout(items)
+    assert tokens[0].tolist() == [PAD, PAD, PAD, 5, 6]
+    assert is_context.int().argmax(dim=1).tolist() == [2, 0, 4]
+    assert is_context.sum(dim=1).tolist() == [1, 1, 1]
+    stamps = torch.tensor([[0, 0, 0, 10, 10 + 3_600]])
+    gaps = gap_buckets(tokens[:1], stamps, 32)
+    assert gaps[0, 3:].tolist() == [32, 11]  # first event: "no previous event"
+
+
+def test_left_padding_is_required() -> None:
+    with pytest.raises(ValueError, match="left-padded"):
+        context_layout(torch.tensor([[1, 2, PAD]]))
+
+
+def test_config_rejects_unknown_keys_and_empty_items() -> None:
+    with pytest.raises(ValueError, match="hiden"):
+        FusionConfig.from_dict({"hiden": 32})
+    with pytest.raises(ValueError, match="use_text or use_id"):
+        FusionConfig.from_dict({"use_text": False, "use_id": False})
+
+
+def test_fit_refuses_profile_sizes_missing_from_the_config() -> None:
+    model = FusionTransformer(6, {"hidden": 16, "profile_sizes": [2, 2, 2, 2]})
+    with pytest.raises(ValueError, match="profile_sizes"):
+        model.fit(train_data([[0, 1, 2]], 6))
+
+
+# -- contract and masks ------------------------------------------------------------------
+def test_shapes_of_loss_and_scores() -> None:
+    model = fitted(7, [[0, 1, 2, 3], [4, 5]])
+    batch = Histories.from_lists([[0, 1, 2], [3], []], [[1, 2, 3], [4], []], [[1, 2, 3, 4]] * 3)
+    loss = model.loss(batch)
+    assert loss.shape == () and torch.isfinite(loss)
+    model.eval()
+    assert model.score_all(batch).shape == (3, 7)
+    assert model.score(batch, torch.tensor([[0, 6]] * 3)).shape == (3, 2)
+
+
+def test_future_events_do_not_change_earlier_outputs() -> None:
+    model = fitted(8, [[0, 1, 2, 3, 4]]).eval()
+    vectors = model.item_representations()
+    base = history([0, 1, 2, 3], [1, 1, 1, 1])
+    changed = Histories(
+        torch.tensor([[0, 1, 2, 7]]),
+        base.timestamps + torch.tensor([[0, 0, 0, 99_999]]),
+        base.profiles,
+    )
+    before, after = model.encode(base, vectors), model.encode(changed, vectors)
+    assert torch.allclose(before[:, :-1], after[:, :-1], atol=1e-6)
+    assert not torch.allclose(before[:, -1], after[:, -1])
+
+
+def test_padding_does_not_change_scores() -> None:
+    model = fitted(8, [[0, 1, 2, 3, 4]]).eval()
+    alone = model.score_all(history([1, 2, 3], [1, 2, 3, 4]))
+    stamps = [[1_000_000 + 3_600 * t for t in range(3)], list(range(7))]
+    batch = Histories.from_lists([[1, 2, 3], [0, 1, 2, 3, 4, 5, 6]], stamps, [[1, 2, 3, 4]] * 2)
+    assert torch.allclose(model.score_all(batch)[0], alone[0], atol=1e-5)
+
+
+def test_long_histories_keep_the_newest_events() -> None:
+    model = fitted(8, [[0, 1, 2, 3, 4]], max_len=4).eval()
+    long = history([5, 6, 0, 1, 2, 3, 4], [1, 1, 1, 1])
+    short = Histories(long.items[:, -4:], long.timestamps[:, -4:], long.profiles)
+    assert torch.allclose(model.score_all(long), model.score_all(short))
+    assert torch.isfinite(model.loss(long))
+
+
+def test_empty_history_is_scored_from_the_profile() -> None:
+    model = fitted(8, [[0, 1, 2, 3]]).eval()
+    empty = Histories.from_lists([[], []], [[], []], [[1, 1, 1, 1], [3, 2, 7, 4]])
+    scores = model.score_all(empty)
+    assert torch.isfinite(scores).all()
+    assert not torch.allclose(scores[0], scores[1])
+    blind = fitted(8, [[0, 1, 2, 3]], use_profile=False).eval()
+    scores = blind.score_all(empty)
+    assert torch.allclose(scores[0], scores[1])  # without profiles, nothing tells them apart
+
+
+def test_unknown_or_missing_profile_codes_are_served() -> None:
+    model = fitted(8, [[0, 1, 2, 3]]).eval()
+    unknown = history([1, 2], [0, 0, 0, 0])
+    assert torch.allclose(
+        model.score_all(history([1, 2], [0, 99, -5, 0])), model.score_all(unknown)
+    )
+    assert torch.allclose(model.score_all(history([1, 2])), model.score_all(unknown))
+
+
+# -- cold items --------------------------------------------------------------------------
+def test_cold_items_are_scored_from_their_text() -> None:
+    n_items = 8
+    embeddings = unit_vectors(n_items)
+    embeddings[7] = embeddings[6]  # items 6 and 7: same text, no training events
+    model = FusionTransformer(n_items, SMALL)
+    data = train_data([[0, 1, 2, 3], [4, 5, 0]], n_items, embeddings=embeddings)
+    model.fit(data)
+    assert model.items.has_id.tolist() == [True] * 6 + [False] * 2
+    train_steps(model, data.histories, steps=3)
+    scores = model.score_all(history([0, 1], [1, 1, 1, 1]))[0]
+    assert scores[6] == scores[7] and scores[6] != 0.0
+
+    embeddings[7] = unit_vectors(1, seed=5)[0]  # a different text gives a different score
+    model.fit(train_data([[0, 1, 2, 3], [4, 5, 0]], n_items, embeddings=embeddings))
+    assert model.score_all(history([0, 1], [1, 1, 1, 1]))[0, 7] != scores[7]
+
+
+def test_id_dropout_only_in_training() -> None:
+    model = fitted(40, [list(range(40))], id_dropout=0.5)
+    assert not torch.equal(model.items(), model.items())  # a fresh id mask each step
+    model.eval()
+    assert torch.equal(model.items(), model.items())
+
+
+# -- ablations ---------------------------------------------------------------------------
+SWITCHES = ("use_text", "use_id", "use_time", "use_profile")
+
+
+@pytest.mark.parametrize(
+    "flags", [f for f in itertools.product([True, False], repeat=4) if f[0] or f[1]]
+)
+def test_every_ablation_builds_trains_and_scores(flags: tuple[bool, ...]) -> None:
+    model = fitted(8, [[0, 1, 2, 3], [4, 5, 6]], **dict(zip(SWITCHES, flags, strict=True)))
+    batch = Histories.from_lists(
+        [[0, 1, 2, 3], [4, 5, 6]], [[1, 2, 3, 4], [5, 6, 7]], [[1, 2, 3, 4]] * 2
+    )
+    before = model.loss(batch).item()
+    train_steps(model, batch, steps=1)
+    scores = model.score_all(batch)
+    assert scores.shape == (2, 8) and torch.isfinite(scores).all()
+    assert np.isfinite(before)
+
+
+# -- learning ----------------------------------------------------------------------------
+def test_learns_successors_and_profile_starts() -> None:
+    """Item i is followed by i + 1; the occupation code decides the first item."""
+    n_items, users = 12, 48
+    rng = np.random.default_rng(0)
+    occupations = rng.integers(1, 8, size=users)  # codes 1..7
+    sequences = [
+        [(2 * int(o) + t) % n_items for t in range(int(rng.integers(3, 9)))] for o in occupations
+    ]
+    profiles = [[1, 1, int(o), 1] for o in occupations]
+    model = FusionTransformer(n_items, {**SMALL, "hidden": 32, "dropout": 0.0, "id_dropout": 0.0})
+    data = train_data(sequences, n_items, profiles)
+    model.fit(data)
+    train_steps(model, data.histories, steps=150, lr=1e-2)
+
+    with torch.no_grad():
+        starts = model.score_all(
+            Histories.from_lists([[]] * 7, [[]] * 7, [[1, 1, o, 1] for o in range(1, 8)])
+        )
+        assert starts.argmax(dim=1).tolist() == [(2 * o) % n_items for o in range(1, 8)]
+        prefixes = [[i, (i + 1) % n_items] for i in range(n_items)]
+        stamps = [[1_000_000, 1_003_600]] * n_items
+        nexts = model.score_all(Histories.from_lists(prefixes, stamps, [[1, 1, 1, 1]] * n_items))
+    hits = nexts.argmax(dim=1) == torch.tensor([(i + 2) % n_items for i in range(n_items)])
+    assert hits.float().mean() >= 0.9
+
+
+def test_shared_trainer_fits_it() -> None:
+    trainer = pytest.importorskip("pipelines.trainer")
+    n_items = 10
+    sequences = [[(s + t) % n_items for t in range(6)] for s in range(20)]
+    data = train_data(sequences, n_items, [[1, 1, 1, 1]] * 20)
+    model = FusionTransformer(n_items, SMALL)
+    model.fit(data)
+    valid = Histories.from_lists(sequences, [list(range(6))] * 20, [[1, 1, 1, 1]] * 20)
+    targets = torch.tensor([(s + 6) % n_items for s in range(20)])
+    config = trainer.TrainerConfig(epochs=3, batch_size=8, max_len=12, device="cpu", patience=3)
+    result = trainer.fit_gradient(model, data, valid, targets, config)
+    assert result.epochs == 3 and 0.0 <= result.best_valid_ndcg <= 1.0
+    assert not model.training
+
+
+# -- persistence -------------------------------------------------------------------------
+def rebuild(directory: Path) -> FusionTransformer:
+    """What the registry's load_model does: config from model.json, then the state."""
+    meta = json.loads((directory / "model.json").read_text())
+    assert meta["name"] == "fusion_transformer"
+    model = FusionTransformer(meta["n_items"], meta["config"])
+    model.load_state(directory)
+    return model.eval()
+
+
+def test_save_and_rebuild_give_identical_scores(tmp_path: Path) -> None:
+    model = fitted(8, [[0, 1, 2, 3], [4, 5]])
+    batch = Histories.from_lists(
+        [[0, 1, 2], [4, 5], []], [[1, 2, 3], [4, 5], []], [[1, 2, 3, 4]] * 3
+    )
+    train_steps(model, batch, steps=2)
+    model.save(tmp_path)
+    assert (
+        json.loads((tmp_path / "model.json").read_text())["config"]["profile_sizes"]
+        == PROFILE_SIZES
+    )
+    assert torch.equal(rebuild(tmp_path).score_all(batch), model.score_all(batch))
+
+
+# -- LoRA: MiniLM fine-tuned inside the model (the GPU path, a few steps on CPU) ---------
+TEXTS = (
+    "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+    "GoldenEye (1995). Genres: Action, Adventure, Thriller.",
+    "Four Rooms (1995). Genres: Thriller.",
+    "Get Shorty (1995). Genres: Action, Comedy, Drama.",
+    "Copycat (1995). Genres: Crime, Drama, Thriller.",
+    "Twelve Monkeys (1995). Genres: Drama, Sci-Fi.",
+    "Babe (1995). Genres: Children's, Comedy, Drama.",
+    "Dead Man Walking (1995). Genres: Drama.",
+    "Richard III (1995). Genres: Drama, War.",
+    "Seven (1995). Genres: Crime, Thriller.",
+    "Usual Suspects, The (1995). Genres: Crime, Thriller.",
+    "Mighty Aphrodite (1995). Genres: Comedy.",
+)
+
+
+def test_lora_mode_trains_only_adapters_and_round_trips(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    n_items = len(TEXTS)
+    sequences = [[(s + t) % n_items for t in range(5)] for s in range(8)]
+    model = FusionTransformer(n_items, {**SMALL, "text_encoder": "lora", "text_max_length": 24})
+    data = train_data(sequences, n_items, [[1, 1, 1, 1]] * 8, texts=TEXTS)
+    model.fit(data)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train_steps(model, data.histories, steps=3, lr=1e-2)
+
+    encoder = "items.text.encoder."
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    lora = {name for name in before if name.startswith(encoder) and "lora_" in name}
+    base = {name for name in before if name.startswith(encoder) and "lora_" not in name}
+    assert lora and lora <= changed  # B starts at zero, so A moves from step 2 on
+    assert not base & changed  # MiniLM's own weights stay frozen
+    assert not any(p.requires_grad for name, p in model.named_parameters() if name in base)
+    assert any(name.startswith("items.adaptor.") for name in changed)
+
+    batch = Histories.from_lists([[0, 1, 2], []], [[1, 2, 3], []], [[1, 2, 3, 4]] * 2)
+    model.eval()
+    model.save(tmp_path)
+    rebuilt = rebuild(tmp_path)
+    assert torch.equal(rebuilt.items.text.token_ids, model.items.text.token_ids)
+    assert torch.allclose(rebuilt.score_all(batch), model.score_all(batch), atol=1e-5)
