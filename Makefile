@@ -44,6 +44,11 @@ leaderboard: ## print the leaderboards (validation, test, fairness, cold start) 
 run: $(STAMP) ## set up, ingest, run the whole pipeline and print the leaderboard
 	@time ( $(MAKE) --no-print-directory ingest repro leaderboard )
 
+run-gpu: $(STAMP) ## like run, with the larger search budget of profiles/gpu.args (a DVC experiment)
+	$(MAKE) --no-print-directory ingest
+	$(BIN)/dvc exp run $$(cat profiles/gpu.args)
+	$(MAKE) --no-print-directory leaderboard
+
 test: $(STAMP) ## run the default test suite (skips slow and GPU tests)
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
@@ -57,4 +62,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run test test-all lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu test test-all lint clean

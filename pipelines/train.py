@@ -110,6 +110,8 @@ def fit_model(
     checkpoint_dir: Path | None = None,
 ) -> tuple[Recommender, TrainResult | None]:
     """Build and fit one model; gradient models also need ``valid`` and ``trainer``."""
+    if trainer is not None:
+        torch.manual_seed(trainer.seed)  # the initial weights belong to the seed too
     try:
         model = build_model(name, train.n_items, config)
     except TypeError as err:
@@ -119,7 +121,6 @@ def fit_model(
     if model.trainable:
         if valid is None or trainer is None:
             raise ValueError(f"{name} trains by gradient and needs a validation set and trainer")
-        torch.manual_seed(trainer.seed)
         result = fit_gradient(
             model, train, valid.histories, valid.targets, trainer, checkpoint_dir, report
         )

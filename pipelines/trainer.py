@@ -51,9 +51,11 @@ class TrainerConfig:
     lr: float = 1e-3  # AdamW; the usual SASRec rate
     weight_decay: float = 0.0  # on weight matrices and embeddings only; dropout regularises
     patience: int = 10  # evaluations without a better valid NDCG@10 before stopping
-    eval_every: int = 1  # epochs between evaluations (one ML-100K evaluation takes < 1 s)
+    eval_every: int = 1  # epochs between evaluations (ML-100K: 1-4 s each on 2 CPU cores)
     max_len: int = 200  # training windows hold max_len + 1 events: max_len inputs, targets
-    random_windows: int = 0  # extra random earlier windows per history longer than a window
+    # extra random earlier windows per history longer than a window; 1 lifted SASRec's
+    # ML-100K valid NDCG@10 from 0.093 to 0.107 (one seed), for 15% more sequences per epoch
+    random_windows: int = 0
     sort_pool: int = 4  # batches per length-sorted pool (less padding); 1 = plain shuffling
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when present
     amp: bool = True  # bf16 autocast on CUDA; CPU always trains in fp32

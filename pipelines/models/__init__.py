@@ -11,10 +11,12 @@ from pipelines.models.ease import EASE
 from pipelines.models.fusion_transformer import FusionTransformer
 from pipelines.models.itemknn import ItemKNN
 from pipelines.models.popularity import Popularity
+from pipelines.models.sasrec import SASRec
 from pipelines.models.text_zero_shot import TextZeroShot
 
 MODELS: dict[str, type[Recommender]] = {
-    model.name: model for model in (Popularity, ItemKNN, EASE, TextZeroShot, FusionTransformer)
+    model.name: model
+    for model in (Popularity, ItemKNN, EASE, TextZeroShot, SASRec, FusionTransformer)
 }
 
 __all__ = ["MODELS", "Histories", "Recommender", "TrainData", "build_model", "load_model"]
