@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 import shutil
@@ -43,6 +44,26 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchDimension]) -> dict[str,
             point[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
         else:
             point[key] = trial.suggest_float(key, float(dim.low), float(dim.high), log=dim.log)
+    return point
+
+
+def current_point(name: str, params: Params, train: TrainData) -> dict[str, Any]:
+    """The searched keys' values as params.yaml sets them, where they lie in the space.
+
+    Enqueued as trial 0, so a study never ends worse than the untuned defaults.
+    """
+    config = model_config(name, params.train, train)
+    trainer = dataclasses.asdict(trainer_config(name, params.train, params.seed))
+    point = {}
+    for key, dim in params.tune.spaces[name].items():
+        value = trainer.get(key[8:]) if key.startswith("trainer.") else config.get(key)
+        inside = (
+            value in (dim.choices or ())
+            if dim.type == "categorical"
+            else value is not None and dim.low <= value <= dim.high
+        )
+        if inside:
+            point[key] = value
     return point
 
 
@@ -85,6 +106,7 @@ def run_study(
             n_startup_trials=2, n_warmup_steps=params.tune.pruner_warmup
         ),
     )
+    study.enqueue_trial(current_point(name, params, train), skip_if_exists=True)
     study.optimize(
         objective(name, params, train, valid),
         n_trials=params.tune.trials[name],
