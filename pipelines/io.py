@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,19 @@ def write_npy(array: np.ndarray, path: Path) -> None:
             np.save(handle, array)
 
     _atomic(path, _save)
+
+
+@contextmanager
+def replaced_dir(target: Path) -> Iterator[Path]:
+    """A staging folder that replaces ``target`` whole when the block succeeds.
+
+    A failure anywhere in the block leaves ``target`` as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield staging
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

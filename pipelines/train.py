@@ -13,8 +13,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from pipelines import paths
 from pipelines.config import ParamsError, TrainParams, load_params
+from pipelines.io import replaced_dir
 from pipelines.models import Histories, Recommender, TrainData, build_model
 from pipelines.sequences import histories_for, profile_codes, targets_for, train_matrix
 from pipelines.text_encoder import item_text
@@ -154,10 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         train.matrix.shape[0],
         train.n_items,
     )
-    # all models land in a temporary folder first: no half-written model set
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=".models."))
-    try:
+    # all models land in a staging folder first: never a half-written model set
+    with replaced_dir(args.out) as staging:
         for name in params.train.models:
             started = time.perf_counter()
             overrides = tuned.get(name)
@@ -170,10 +167,6 @@ def main(argv: list[str] | None = None) -> None:
                     json.dumps(dataclasses.asdict(result), indent=2) + "\n"
                 )
             log.info("fitted %s in %.1fs", name, time.perf_counter() - started)
-        shutil.rmtree(args.out, ignore_errors=True)
-        staging.rename(args.out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import csv
 import dataclasses
 import io
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,7 @@ import optuna
 from pipelines import paths
 from pipelines.config import Params, SearchDimension, load_params
 from pipelines.evaluate import evaluate_model
-from pipelines.io import write_json, write_text
+from pipelines.io import replaced_dir, write_json, write_text
 from pipelines.models import TrainData
 from pipelines.train import Validation, fit_model, load_train_data, model_config, trainer_config
 
@@ -158,9 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     train, valid = load_train_data(args.features, args.split, args.embeddings)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=".tune."))
-    try:
+    with replaced_dir(args.out) as staging:
         storage = f"sqlite:///{staging / paths.TUNE_STUDIES.name}"
         best, rows = {}, []
         for name, budget in params.tune.trials.items():
@@ -183,10 +179,6 @@ def main(argv: list[str] | None = None) -> None:
             )
         write_json(best, staging / paths.TUNE_BEST.name)
         write_text(to_csv(rows), staging / paths.TUNE_HISTORY.name)
-        shutil.rmtree(args.out, ignore_errors=True)
-        staging.rename(args.out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":
