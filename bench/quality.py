@@ -42,9 +42,9 @@ from pipelines.train import (  # noqa: E402
 TARGETS = {"ndcg@10": 0.085, "hr@10": 0.165, "mrr@10": 0.060}
 
 
-def seed_runs(name: str, seeds: list[int]) -> list[dict[str, float]]:
+def seed_runs(name: str, seeds: list[int], params_path: Path) -> list[dict[str, float]]:
     """Test metrics of model ``name`` re-trained from scratch under each seed."""
-    params = load_params()
+    params = load_params(params_path)
     train, valid = load_train_data(paths.FEATURES_DIR, paths.SPLIT_DIR, paths.ITEM_EMBEDDINGS)
     sequences = pd.read_parquet(paths.SEQUENCES)
     profiles = profile_codes(pd.read_parquet(paths.PROFILES))
@@ -138,12 +138,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--skip-repro", action="store_true")
     parser.add_argument("--model", help="score this model instead of the selected winner")
+    parser.add_argument(
+        "--params", type=Path, default=paths.PARAMS, help="e.g. a copy with an ablation switch off"
+    )
     args = parser.parse_args()
     if not args.skip_repro:
         subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ROOT, check=True)
     name = args.model or json.loads(paths.SELECTION.read_text())["winner"]
     print(f"re-training {name} under seeds {args.seeds}", flush=True)
-    runs = seed_runs(name, args.seeds)
+    runs = seed_runs(name, args.seeds, args.params)
     print()
     print(accuracy_table(name, runs))
     print()

@@ -21,6 +21,7 @@ SECRETS = ROOT / ".secrets"
 PSEUDONYM_KEY = SECRETS / "pseudonym.key"
 DOWNLOADS = ROOT / ".cache" / "downloads"
 EMBED_CACHE = ROOT / ".cache" / "embeddings"
+CHECKPOINTS = ROOT / ".cache" / "checkpoints"
 
 ARTIFACTS = ROOT / "artifacts"
 

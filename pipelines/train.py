@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,7 +161,11 @@ def main(argv: list[str] | None = None) -> None:
             overrides = tuned.get(name)
             config = model_config(name, params.train, train, overrides)
             trainer = trainer_config(name, params.train, params.seed, overrides)
-            model, result = fit_model(name, config, train, valid, trainer)
+            # resumes an interrupted run; the trainer ignores a checkpoint of other data or config
+            checkpoints = paths.CHECKPOINTS / name
+            model, result = fit_model(
+                name, config, train, valid, trainer, checkpoint_dir=checkpoints
+            )
             model.save(staging / name)
             if result is not None:
                 (staging / name / "training.json").write_text(
