@@ -161,12 +161,14 @@ def main(argv: list[str] | None = None) -> None:
             overrides = tuned.get(name)
             config = model_config(name, params.train, train, overrides)
             trainer = trainer_config(name, params.train, params.seed, overrides)
-            # resumes an interrupted run; the trainer ignores a checkpoint of other data or config
+            # resumes an interrupted run (the trainer ignores one of other data or config);
+            # dropped once the model is saved, so changed model code never meets old weights
             checkpoints = paths.CHECKPOINTS / name
             model, result = fit_model(
                 name, config, train, valid, trainer, checkpoint_dir=checkpoints
             )
             model.save(staging / name)
+            shutil.rmtree(checkpoints, ignore_errors=True)
             if result is not None:
                 (staging / name / "training.json").write_text(
                     json.dumps(dataclasses.asdict(result), indent=2) + "\n"
