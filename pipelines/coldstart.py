@@ -60,7 +60,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from pipelines import paths
 from pipelines.beyond_accuracy import ranks_and_top_k
-from pipelines.config import Params, load_params
+from pipelines.config import ColdStartParams, Params, load_params
 from pipelines.features import time_features
 from pipelines.io import write_json, write_text
 from pipelines.metrics import ndcg_from_ranks
@@ -87,29 +87,6 @@ from pipelines.train import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ColdStartSettings:
-    """The protocol's numbers; params.yaml ``coldstart:`` overrides them when present."""
-
-    item_share: float = 0.2  # share of the 5-core items made cold (design.md §5)
-    user_share: float = 0.1  # share of users held out of training (design.md §5)
-    shots: tuple[int, ...] = (0, 1, 3, 5)  # events a new user has shown us
-    item_k: int = 20  # cut-off of Recall/NDCG over the cold items
-    warm_folds: int = 0  # ≥ 2 adds the leak-free cross-fitted warm reference (that many fits)
-    user_k: int = 10  # cut-off of the few-shot NDCG
-    batch_size: int = 256  # users scored at once
-
-    @classmethod
-    def from_params(cls, params: Params) -> ColdStartSettings:
-        section = getattr(params, "coldstart", None)
-        if section is None:
-            return cls()
-        values = section.model_dump()
-        known = {f.name: values[f.name] for f in fields(cls) if f.name in values}
-        known["shots"] = tuple(known.get("shots", cls.shots))
-        return cls(**known)
 
 
 @dataclass(frozen=True)
@@ -543,7 +520,7 @@ def run_protocols(
     side: SideInfo,
     models: Sequence[str],
     fit: Callable[[str, FitInputs], Recommender],
-    settings: ColdStartSettings,
+    settings: ColdStartParams,
     seed: int,
     max_gap_days: int = 365,
 ) -> dict[str, object]:
@@ -589,7 +566,7 @@ def run_protocols(
     }
 
 
-def coldstart_markdown(metrics: dict[str, object], settings: ColdStartSettings) -> str:
+def coldstart_markdown(metrics: dict[str, object], settings: ColdStartParams) -> str:
     """Two tables: new items (model vs warm ceiling, baselines) and new users per k."""
     models: dict[str, dict] = metrics["models"]  # type: ignore[assignment]
     first = next(iter(models.values()), None)
@@ -661,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(args.params)
-    settings = ColdStartSettings.from_params(params)
+    settings = params.coldstart
     models = tuple(args.models) if args.models else params.coldstart.models
     tuned = tuned_overrides(args.tuned)
     started = time.perf_counter()
