@@ -22,6 +22,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; spinning OpenMP threads on a busy machine crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_interactions() -> pd.DataFrame:
     """Three users; user "1" has two events in the same second (items "10" and "9")."""
     rows = [

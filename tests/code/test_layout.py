@@ -20,4 +20,3 @@ def imported_roots(source: str) -> set[str]:
 def test_pipelines_imports_nothing_from_dags_or_services() -> None:
     for path in (paths.ROOT / "pipelines").rglob("*.py"):
         assert not imported_roots(path.read_text()) & {"dags", "services"}, path
-

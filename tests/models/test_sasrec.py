@@ -16,13 +16,7 @@ N_ITEMS = 20
 TINY = {"hidden": 32, "heads": 2, "layers": 2, "ff_dim": 64, "dropout": 0.1, "max_len": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; spinning OpenMP threads on a busy machine crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def successor_sequences(n_users: int = 30, seed: int = 0) -> list[list[int]]:

@@ -30,13 +30,7 @@ TINY = {"hidden": 32, "heads": 2, "layers": 1, "ff_dim": 64, "dropout": 0.1, "ma
 FAST = TrainerConfig(epochs=8, batch_size=8, lr=1e-2, patience=100, max_len=12, device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; spinning OpenMP threads on a busy machine crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def successor_data(n_users: int = 30) -> tuple[TrainData, Histories, torch.Tensor]:
