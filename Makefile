@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so pip takes the local CPU wheel here and never a CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	@touch $@
 
 install: $(STAMP) ## create .venv with the locked dependencies (only if missing or stale)
@@ -30,7 +30,7 @@ lock: ## re-resolve dependencies and rewrite constraints.txt
 	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+.*/torch==\1/' > constraints.txt
 
 ingest: $(STAMP) ## obtain MovieLens-100K, validate it and record the snapshot in data.dvc
-	$(BIN)/python -m pipelines.ingest
+	$(BIN)/python -m pipelines.stages.ingest
 	$(BIN)/dvc add --quiet data
 
 repro: $(STAMP) ## run the DVC pipeline (only stale stages)

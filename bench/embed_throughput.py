@@ -32,7 +32,7 @@ import numpy as np
 
 from pipelines import paths
 from pipelines.config import load_params
-from pipelines.text_encoder import TextEncoder, item_text, minilm_path
+from pipelines.features.text import TextEncoder, item_text, minilm_path
 
 TOLERANCE = 1e-4  # max |ours - theirs| on CPU, where both run in float32
 MIN_COSINE = 0.999  # on CUDA ours runs under bf16/fp16 autocast, theirs in float32
@@ -69,7 +69,7 @@ def load_texts(items_path: Path) -> tuple[list[str], str]:
     if items_path.exists():
         import pandas as pd
 
-        from pipelines.embed import build_texts
+        from pipelines.features.embedding import build_texts
 
         return build_texts(pd.read_parquet(items_path)), str(items_path)
     return synthetic_texts(), "synthetic"

@@ -22,22 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipelines import paths  # noqa: E402
 from pipelines.config import load_params  # noqa: E402
-from pipelines.evaluate import evaluate_model  # noqa: E402
-from pipelines.sequences import histories_for, profile_codes, targets_for  # noqa: E402
-from pipelines.train import (  # noqa: E402
-    fit_model,
-    load_train_data,
-    model_config,
-    trainer_config,
-    tuned_overrides,
-)
+from pipelines.evaluation.ranking import evaluate_model  # noqa: E402
+from pipelines.features.dataset import load_dataset, train_data, validation  # noqa: E402
+from pipelines.features.sequences import histories_for, targets_for  # noqa: E402
+from pipelines.schema import TEST  # noqa: E402
+from pipelines.training.fit import fit_model, read_tuned, resolve  # noqa: E402
 
 TARGETS = {"ndcg@10": 0.085, "hr@10": 0.165, "mrr@10": 0.060}
 
@@ -45,18 +39,17 @@ TARGETS = {"ndcg@10": 0.085, "hr@10": 0.165, "mrr@10": 0.060}
 def seed_runs(name: str, seeds: list[int], params_path: Path) -> list[dict[str, float]]:
     """Test metrics of model ``name`` re-trained from scratch under each seed."""
     params = load_params(params_path)
-    train, valid = load_train_data(paths.FEATURES_DIR, paths.SPLIT_DIR, paths.ITEM_EMBEDDINGS)
-    sequences = pd.read_parquet(paths.SEQUENCES)
-    profiles = profile_codes(pd.read_parquet(paths.PROFILES))
-    test_histories = histories_for(sequences, "test", profiles)
-    test_targets = targets_for(sequences, "test")
-    overrides = tuned_overrides(paths.TUNE_BEST).get(name)
+    dataset = load_dataset()
+    train = train_data(dataset.sequences, dataset.side)
+    valid = validation(dataset.sequences, dataset.side)
+    test_histories = histories_for(dataset.sequences, TEST, dataset.side.profiles)
+    test_targets = targets_for(dataset.sequences, TEST)
+    tuned = read_tuned(paths.TUNE_BEST).get(name)
     runs = []
     for seed in seeds:
         started = time.perf_counter()
-        config = model_config(name, params.train, train, overrides)
-        trainer = trainer_config(name, params.train, seed, overrides)
-        model, _ = fit_model(name, config, train, valid, trainer)
+        spec = resolve(name, params.train, seed, train, tuned)
+        model, _ = fit_model(spec, train, valid)
         metrics = evaluate_model(model, test_histories, test_targets, 10, 256)
         metrics["seconds"] = time.perf_counter() - started
         print(

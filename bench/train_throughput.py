@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 
 from pipelines import paths
-from pipelines.models import MODELS, Recommender, build_model
+from pipelines.features.sequences import histories_for
+from pipelines.models import MODELS, build_model
 from pipelines.models.base import Histories
-from pipelines.models.sasrec import SASRec
-from pipelines.sequences import histories_for
-from pipelines.trainer import Sequences, TrainerConfig, param_groups, train_epoch
+from pipelines.training.loop import Sequences, TrainerConfig, param_groups, train_epoch
 
 # ML-100K after the 5-core filter: 943 users, 1,349 items, 17-646 training events (median 62)
 SHAPE = {"users": 943, "items": 1349, "min_len": 17, "max_len": 646, "median_len": 62}
@@ -48,21 +47,15 @@ def load_sequences(features: Path, split: Path) -> tuple[Histories, int, str]:
     return histories, SHAPE["items"], "synthetic (ML-100K shape)"
 
 
-def build(name: str, n_items: int, config: dict) -> Recommender:
-    if name in MODELS:
-        return build_model(name, n_items, config)
-    if name == SASRec.name:  # until the registry lists it
-        return SASRec(n_items, config)
-    raise SystemExit(f"unknown model {name!r}; known: {', '.join(sorted({*MODELS, SASRec.name}))}")
-
-
 def measure(
     name: str, config: dict, histories: Histories, n_items: int, trainer: TrainerConfig, epochs: int
 ) -> dict[str, float | str]:
     """Sequences/second of each epoch; the first epoch (warm-up) is reported apart."""
     device = torch.device(trainer.device)
     torch.manual_seed(trainer.seed)
-    model = build(name, n_items, config).to(device)
+    if name not in MODELS:
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    model = build_model(name, n_items, config).to(device)
     if not model.trainable:
         raise SystemExit(f"{name} is fitted in closed form: no training throughput to measure")
     optimizer = torch.optim.AdamW(param_groups(model, trainer.weight_decay), lr=trainer.lr)
@@ -108,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=3, help="the first one counts as warm-up")
     parser.add_argument("--batch-size", type=int, default=TrainerConfig.batch_size)
-    parser.add_argument("--max-len", type=int, default=TrainerConfig.max_len)
+    parser.add_argument(
+        "--max-len", type=int, default=200, help="events attended to (model max_len)"
+    )
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--features", type=Path, default=paths.FEATURES_DIR)
@@ -121,13 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "auto" and torch.cuda.is_available():
         devices.append("cuda")
     histories, n_items, source = load_sequences(args.features, args.split)
-    config = json.loads(args.config)
+    config = {"max_len": args.max_len, **json.loads(args.config)}
     rows = []
-    for name in args.model or [SASRec.name]:
+    for name in args.model or ["sasrec"]:
         for device in devices:
-            trainer = TrainerConfig(
-                batch_size=args.batch_size, max_len=args.max_len, device=device, amp=not args.no_amp
-            )
+            trainer = TrainerConfig(batch_size=args.batch_size, device=device, amp=not args.no_amp)
             rows.append(measure(name, config, histories, n_items, trainer, args.epochs))
     print(f"data: {source}; {n_items} items; batch {args.batch_size}, max_len {args.max_len}")
     if torch.cuda.is_available():

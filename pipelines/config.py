@@ -82,31 +82,34 @@ class EmbedParams(_Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class ItemKNNParams(_Frozen):
-    neighbours: int = Field(100, ge=1)
-    shrink: float = Field(10.0, ge=0)
-
-
-class EASEParams(_Frozen):
-    l2: float = Field(250.0, gt=0)
-
-
 ModelName = Literal[
     "popularity", "itemknn", "ease", "text_zero_shot", "sasrec", "fusion_transformer"
 ]
+MODEL_NAMES: tuple[str, ...] = ModelName.__args__  # type: ignore[attr-defined]
 
 
 class TrainParams(_Frozen):
+    """Which models to fit, and the values each one's typed config is built from.
+
+    A model's section holds keys of its config dataclass (``pipelines/models/<name>.py``),
+    where every default and its reason lives; a gradient model's section may also hold
+    ``trainer:``, values of the training loop (``TrainerConfig``) for that model alone,
+    applied over the shared ``trainer`` section. ``training.fit.resolve`` builds and
+    checks them, naming the offending key.
+    """
+
     models: tuple[ModelName, ...] = ("popularity", "itemknn", "ease", "text_zero_shot")
-    itemknn: ItemKNNParams = ItemKNNParams()
-    ease: EASEParams = EASEParams()
-    # gradient models: keys of SASRecConfig / FusionConfig / TrainerConfig, checked
-    # against those dataclasses when the train stage builds them
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    popularity: dict[str, Any] = Field(default_factory=dict)
+    itemknn: dict[str, Any] = Field(default_factory=dict)
+    ease: dict[str, Any] = Field(default_factory=dict)
+    text_zero_shot: dict[str, Any] = Field(default_factory=dict)
     sasrec: dict[str, Any] = Field(default_factory=dict)
     fusion_transformer: dict[str, Any] = Field(default_factory=dict)
-    trainer: dict[str, Any] = Field(default_factory=dict)
-    # per-model trainer overrides, e.g. a lower learning rate for one model
-    trainer_overrides: dict[ModelName, dict[str, Any]] = Field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A copy of model ``name``'s section ({} for a model params.yaml has no section for)."""
+        return dict(getattr(self, name, None) or {})
 
 
 class SearchDimension(_Frozen):
@@ -130,11 +133,18 @@ class SearchDimension(_Frozen):
         return self
 
 
+class SearchSpace(_Frozen):
+    """One model's search space: keys of its config, and keys of the training loop."""
+
+    model: dict[str, SearchDimension] = Field(default_factory=dict)
+    trainer: dict[str, SearchDimension] = Field(default_factory=dict)
+
+
 class TuneParams(_Frozen):
-    # trials per model; a model without a budget is trained with its params as they are
+    # trials per model; a model without a budget (or a budget of 0) is trained with its
+    # params.yaml values as they are: that is how a value is pinned
     trials: dict[ModelName, int] = Field(default_factory=dict)
-    # the search space per model; "trainer.<key>" names a TrainerConfig key
-    spaces: dict[ModelName, dict[str, SearchDimension]] = Field(default_factory=dict)
+    spaces: dict[ModelName, SearchSpace] = Field(default_factory=dict)
     # stop a study after this long even with trials left
     timeout_minutes: float = Field(30.0, gt=0)
     # the median pruner judges a trial only after this many validation reports

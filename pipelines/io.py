@@ -1,68 +1,149 @@
 """Atomic file writes: a stage either leaves a complete file or none.
 
-Each writer fills a temporary file beside the target and renames it into
-place, so a crash or a bad input never leaves half a file for DVC to hash.
+Every writer in the project goes through ``atomic_path``: it fills a temporary
+file beside the target, flushes it to disk and renames it into place, so a
+crash, a kill or a bad input never leaves half a file for DVC to hash or a
+later run to load. ``replaced_dir`` does the same for a whole folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
+log = logging.getLogger(__name__)
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+STAGING_PREFIX = ".staging-"  # folders being filled; one left behind is from a killed run
+RETIRED_PREFIX = ".retired-"  # the previous folder while a new one is moved in
+STALE_AFTER_SECONDS = 60.0  # younger staging folders may belong to a run still going
+
+
+class PublishError(OSError):
+    """A new output could not be moved into place; the message says what is where."""
+
+
+_publish_guard: Callable[[], bool] = lambda: True  # noqa: E731
+
+
+def set_publish_guard(guard: Callable[[], bool]) -> None:
+    """Install the check ``replaced_dir`` makes before publishing (the stage CLI's owner check)."""
+    global _publish_guard
+    _publish_guard = guard
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed over it when the block succeeds."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        write(Path(temp))
+        yield Path(temp)
+        _fsync(Path(temp))
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
 
 
+@contextmanager
+def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """A binary handle whose bytes replace ``path`` only when the block succeeds."""
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        yield handle
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda temp: frame.to_parquet(temp, index=False))
+    with atomic_path(path) as temp:
+        frame.to_parquet(temp, index=False)
 
 
 def write_json(payload: Any, path: Path) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    _atomic(path, lambda temp: temp.write_text(text))
+    write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", path)
 
 
 def write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda temp: temp.write_text(text))
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def write_npy(array: np.ndarray, path: Path) -> None:
-    def _save(temp: Path) -> None:
-        with open(temp, "wb") as handle:
-            np.save(handle, array)
+    with atomic_write(path) as handle:
+        np.save(handle, array)
 
-    _atomic(path, _save)
+
+def remove_stale_staging(parent: Path, name: str, older_than: float = STALE_AFTER_SECONDS) -> None:
+    """Delete staging folders of ``name`` that killed runs left in ``parent``."""
+    if not parent.is_dir():
+        return
+    now = time.time()
+    for prefix in (STAGING_PREFIX, RETIRED_PREFIX):
+        for folder in parent.glob(f"{prefix}{name}.*"):
+            if folder.is_dir() and now - folder.stat().st_mtime > older_than:
+                log.info("removing %s, left by an interrupted run", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, keeping the old ``target`` until the new one is in.
+
+    The old folder is renamed aside, the new one renamed in, and only then is
+    the old one deleted; if the second rename fails the old folder is put back.
+    """
+    retired = None
+    if target.exists():
+        retired = target.parent / f"{RETIRED_PREFIX}{target.name}.{os.getpid()}"
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+    try:
+        staging.rename(target)
+    except OSError as err:
+        if retired is not None:
+            retired.rename(target)
+        raise PublishError(
+            f"could not move the new {target.name} into place ({err}); "
+            f"{target} still holds the previous outputs"
+        ) from err
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 @contextmanager
 def replaced_dir(target: Path) -> Iterator[Path]:
     """A staging folder that replaces ``target`` whole when the block succeeds.
 
-    A failure anywhere in the block leaves ``target`` as it was.
+    A failure anywhere in the block leaves ``target`` as it was, and the
+    staging folder is removed; staging folders of killed runs are cleaned
+    when the next run of the same output starts.
     """
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    remove_stale_staging(target.parent, target.name)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{STAGING_PREFIX}{target.name}."))
     try:
         yield staging
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        if not _publish_guard():
+            raise PublishError(
+                f"not publishing {target}: the process that started this run is gone, "
+                "so a newer run owns the outputs"
+            )
+        swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,6 +22,7 @@ PSEUDONYM_KEY = SECRETS / "pseudonym.key"
 DOWNLOADS = ROOT / ".cache" / "downloads"
 EMBED_CACHE = ROOT / ".cache" / "embeddings"
 CHECKPOINTS = ROOT / ".cache" / "checkpoints"
+TUNE_CACHE = ROOT / ".cache" / "tune"  # Optuna studies, kept across runs so a kill resumes
 
 ARTIFACTS = ROOT / "artifacts"
 
@@ -43,7 +44,6 @@ EMBEDDINGS_META = EMBEDDINGS_DIR / "meta.json"
 TUNE_DIR = ARTIFACTS / "tune"
 TUNE_BEST = TUNE_DIR / "best.json"
 TUNE_HISTORY = TUNE_DIR / "history.csv"
-TUNE_STUDIES = TUNE_DIR / "studies.db"
 
 MODELS_DIR = ARTIFACTS / "models"
 

@@ -22,10 +22,24 @@ GENDER = "gender"
 OCCUPATION = "occupation"
 REGION = "region"
 
+# the one placeholder for a missing or unusable profile value, in every table
+UNKNOWN = "unknown"
+
 # derived by the split stage
 USER_IDX = "user_idx"
 ITEM_IDX = "item_idx"
 SPLIT = "split"
+# its labels: the last event is test, the one before valid, the rest train
+TRAIN, VALID, TEST = "train", "valid", "test"
+
+# per-user sequences of the features stage, one row per user
+SEQ_ITEMS = "items"  # item_idx, protocol order
+SEQ_TIMESTAMPS = "timestamps"  # Unix seconds
+SEQ_GAPS = "gaps"  # seconds since the previous event, clipped
+SEQ_HOURS = "hours"  # UTC hour of day
+SEQ_WEEKDAYS = "weekdays"  # Monday = 0
+SEQ_N_TRAIN = "n_train"  # leading events that are training events
+SEQUENCE_COLUMNS = (SEQ_ITEMS, SEQ_TIMESTAMPS, SEQ_GAPS, SEQ_HOURS, SEQ_WEEKDAYS, SEQ_N_TRAIN)
 
 INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
 ITEM_COLUMNS = (ITEM_ID, TITLE, YEAR, GENRES)

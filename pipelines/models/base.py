@@ -17,104 +17,87 @@ served from what they did (and their profile), not from a lookup table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-PAD = -1  # item index of an empty history slot; item indices are 0..n_items-1
+# the data a model consumes is defined one layer down, with the features that build it
+from pipelines.features.batch import PAD, Histories, TrainData, Validation
+
+__all__ = ["PAD", "Histories", "Recommender", "TrainData", "Validation"]
 
 
 @dataclass(frozen=True)
-class Histories:
-    """A batch of user histories, left-padded so the newest event is last."""
-
-    items: torch.Tensor  # [B, L] long, item_idx or PAD
-    timestamps: torch.Tensor  # [B, L] long, Unix seconds, 0 where PAD
-    profiles: torch.Tensor | None = None  # [B, 4] long codes: age band, gender, occupation, region
-
-    def __post_init__(self) -> None:
-        if self.items.shape != self.timestamps.shape:
-            raise ValueError(
-                f"items {tuple(self.items.shape)} and timestamps "
-                f"{tuple(self.timestamps.shape)} must have the same shape"
-            )
-
-    @property
-    def mask(self) -> torch.Tensor:
-        return self.items != PAD  # [B, L] bool
-
-    def to(self, device: torch.device | str) -> Histories:
-        profiles = None if self.profiles is None else self.profiles.to(device)
-        return Histories(self.items.to(device), self.timestamps.to(device), profiles)
-
-    def to_matrix(self, n_items: int) -> torch.Tensor:
-        """Binary user × item matrix of the histories, ``[B, n_items]`` float."""
-        batch = self.items.shape[0]
-        matrix = torch.zeros(batch, n_items + 1, device=self.items.device)
-        # PAD goes to the extra last column, then is dropped
-        index = torch.where(self.mask, self.items, torch.full_like(self.items, n_items))
-        matrix.scatter_(1, index, 1.0)
-        return matrix[:, :n_items]
-
-    @classmethod
-    def from_lists(
-        cls,
-        items: list[list[int]],
-        timestamps: list[list[int]],
-        profiles: list[list[int]] | None = None,
-        max_len: int | None = None,
-    ) -> Histories:
-        """Pad python lists (oldest first); keep only the last ``max_len`` events."""
-        if len(items) != len(timestamps):
-            raise ValueError("items and timestamps must hold one list per user")
-        if max_len is not None:
-            items = [seq[-max_len:] for seq in items]
-            timestamps = [seq[-max_len:] for seq in timestamps]
-        width = max((len(seq) for seq in items), default=0) or 1
-        item_rows = np.full((len(items), width), PAD, dtype=np.int64)
-        time_rows = np.zeros((len(items), width), dtype=np.int64)
-        for row, (seq, times) in enumerate(zip(items, timestamps, strict=True)):
-            if len(seq) != len(times):
-                raise ValueError(f"history {row} has {len(seq)} items but {len(times)} timestamps")
-            if seq:
-                item_rows[row, width - len(seq) :] = seq
-                time_rows[row, width - len(seq) :] = times
-        profile_tensor = None if profiles is None else torch.as_tensor(profiles, dtype=torch.long)
-        return cls(torch.from_numpy(item_rows), torch.from_numpy(time_rows), profile_tensor)
+class NoConfig:
+    """The config of a model with no hyperparameters."""
 
 
-@dataclass(frozen=True)
-class TrainData:
-    """What a model may learn from: training interactions only."""
+def config_from_dict(config_class: type, values: dict[str, Any] | None) -> Any:
+    """A model's frozen config dataclass from plain values (params.yaml or model.json).
 
-    matrix: sp.csr_matrix  # [n_users, n_items] binary, training events
-    histories: Histories  # the same events as time-ordered sequences
-    n_items: int
-    item_embeddings: np.ndarray | None = None  # [n_items, D] MiniLM vectors of the item texts
-    item_texts: tuple[str, ...] | None = None  # the texts behind them, for fine-tuning the encoder
-    profile_sizes: tuple[int, ...] | None = None  # codes per profile field, unknown (0) included
+    Unknown keys are errors that name the known ones; JSON lists become the
+    tuples the dataclass declares, so a saved config rebuilds the same model.
+    """
+    values = dict(values or {})
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(fields) or 'none'}"
+        )
+    hints = typing.get_type_hints(config_class)
+    for key, value in values.items():
+        if typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+            values[key] = tuple(value)
+    return config_class(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready values of a config dataclass: tuples become lists."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in dataclasses.asdict(config).items()
+    }
 
 
 class Recommender(nn.Module, ABC):
-    """Base of every model. Subclasses set ``name`` and implement ``score_all``."""
+    """Base of every model. Subclasses set ``name`` and ``config_class``, implement
+    ``score_all``, and build themselves from ``self.cfg``."""
 
     name: ClassVar[str]
+    # the model's frozen config dataclass: each default, with its reason, lives there
+    config_class: ClassVar[type] = NoConfig
     # True when the model can score an item it never saw in training from its text alone
     scores_unseen_items_from_text: ClassVar[bool] = False
     # False for closed-form models that learn in ``fit`` and have no loss
     trainable: ClassVar[bool] = False
 
-    def __init__(self, n_items: int, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, n_items: int, config: Any = None) -> None:
         super().__init__()
         self.n_items = n_items
-        self.config = dict(config or {})
+        self.cfg = (
+            config
+            if isinstance(config, self.config_class)
+            else config_from_dict(self.config_class, config)
+        )
+        self.config = config_to_dict(self.cfg)  # every field lands in model.json
+
+    @classmethod
+    def data_config(cls, train: TrainData) -> dict[str, Any]:
+        """Config values only the data knows (text width, profile sizes); none by default."""
+        return {}
+
+    @property
+    def context_length(self) -> int | None:
+        """Newest events a sequence model attends to; None for models that see whole histories."""
+        return None
 
     def fit(self, train: TrainData) -> None:
         """Closed-form learning; gradient models train through ``loss`` instead."""

@@ -6,6 +6,8 @@ P = (XᵀX + λI)⁻¹, B = -P / diag(P), diag(B) = 0; score = x_history · B.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -22,12 +24,22 @@ def ease_weights(matrix, l2: float) -> np.ndarray:
     return weights
 
 
+@dataclass(frozen=True)
+class EASEConfig:
+    l2: float = 250.0  # λ; 250 is the usual optimum on ML-100K (RecBole's EASE default)
+
+    def __post_init__(self) -> None:
+        if self.l2 <= 0:
+            raise ValueError(f"l2 must be positive, got {self.l2}")
+
+
 class EASE(Recommender):
     name = "ease"
+    config_class = EASEConfig
 
-    def __init__(self, n_items: int, config: dict | None = None) -> None:
+    def __init__(self, n_items: int, config: EASEConfig | dict | None = None) -> None:
         super().__init__(n_items, config)
-        self.l2 = float(self.config.get("l2", 250.0))
+        self.l2 = float(self.cfg.l2)
         self.register_buffer("weights", torch.zeros(n_items, n_items))  # [from, to]
 
     def fit(self, train: TrainData) -> None:

@@ -52,7 +52,6 @@ Layout of one history row in the transformer (``T = L + 1`` tokens)::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -87,7 +86,7 @@ class FusionConfig:
     use_time: bool = True  # interval + periodic embeddings and the time attention bias
     use_profile: bool = True  # profile fields in the context token
     # item text adaptor (UniSRec)
-    text_dim: int = 384  # all-MiniLM-L6-v2 vector size; the train stage writes the real one
+    text_dim: int = 384  # all-MiniLM-L6-v2 vector size; data_config sets the real one
     n_experts: int = 4  # whitening experts mixed by a softmax gate (UniSRec: 8)
     adaptor_dropout: float = 0.2  # on the text vectors before whitening (UniSRec: 0.2)
     # chance an item's id embedding is zeroed in a training step; on ML-100K 0.1 gave
@@ -96,7 +95,7 @@ class FusionConfig:
     # time
     n_time_buckets: int = 32  # log2 buckets of seconds: 2^31 s ≈ 68 years covers all gaps
     # profile: codes per field (age band, gender, occupation, region), unknown (0) included
-    profile_sizes: tuple[int, ...] = ()  # the train stage writes TrainData.profile_sizes here
+    profile_sizes: tuple[int, ...] = ()  # data_config copies TrainData.profile_sizes here
     # text encoder: "frozen" uses the cached MiniLM vectors; "lora" fine-tunes MiniLM
     text_encoder: Literal["frozen", "lora"] = "frozen"
     lora_r: int = 8  # rank of the LoRA update; 8 is the LoRA paper's usual choice
@@ -106,32 +105,15 @@ class FusionConfig:
     text_max_length: int = 32  # tokens per item text; ML titles+genres are ~10-30
     text_batch_size: int = 512  # item texts encoded at once in lora mode
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any] | None) -> FusionConfig:
-        """Build from a plain dict (params.yaml or model.json); unknown keys are errors."""
-        config = dict(config or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown fusion_transformer config keys: {', '.join(unknown)}")
-        for key in ("profile_sizes", "lora_target_modules"):
-            if key in config:
-                config[key] = tuple(config[key])
-        cfg = cls(**config)
-        if cfg.hidden % cfg.n_heads:
-            raise ValueError(f"hidden {cfg.hidden} must be a multiple of n_heads {cfg.n_heads}")
-        if cfg.text_encoder not in ("frozen", "lora"):
-            raise ValueError(f"text_encoder must be 'frozen' or 'lora', got {cfg.text_encoder!r}")
-        if not (cfg.use_text or cfg.use_id):
+    def __post_init__(self) -> None:
+        if self.hidden % self.n_heads:
+            raise ValueError(f"hidden {self.hidden} must be a multiple of n_heads {self.n_heads}")
+        if self.text_encoder not in ("frozen", "lora"):
+            raise ValueError(f"text_encoder must be 'frozen' or 'lora', got {self.text_encoder!r}")
+        if not (self.use_text or self.use_id):
             raise ValueError("an item needs a representation: use_text or use_id must be true")
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: tuples become lists, so model.json rebuilds the same model."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
+        if self.max_len < 1:
+            raise ValueError("max_len must be at least 1")
 
 
 # -- pure helpers: history layout and time features -------------------------------------
@@ -230,7 +212,7 @@ class LoraText(nn.Module):
         from peft import LoraConfig, get_peft_model  # heavy imports, only in this mode
         from transformers import AutoModel
 
-        from pipelines.text_encoder import minilm_path
+        from pipelines.features.text import minilm_path
 
         base = AutoModel.from_pretrained(minilm_path(), local_files_only=True)
         if base.config.hidden_size != cfg.text_dim:
@@ -252,7 +234,7 @@ class LoraText(nn.Module):
     def set_texts(self, texts: tuple[str, ...] | list[str]) -> None:
         from transformers import AutoTokenizer
 
-        from pipelines.text_encoder import minilm_path
+        from pipelines.features.text import minilm_path
 
         n_items, max_length = self.token_ids.shape
         if len(texts) != n_items:
@@ -270,7 +252,7 @@ class LoraText(nn.Module):
         self.token_mask = encoded["attention_mask"].to(self.token_mask)
 
     def forward(self) -> torch.Tensor:
-        from pipelines.text_encoder import mean_pool
+        from pipelines.features.text import mean_pool
 
         width = max(int(self.token_mask.sum(dim=1).max()), 1)  # drop all-padding columns
         vectors = []
@@ -386,13 +368,13 @@ class Block(nn.Module):
 
 class FusionTransformer(Recommender):
     name = "fusion_transformer"
+    config_class = FusionConfig
     trainable = True
     scores_unseen_items_from_text = True  # when use_text is on (the default)
 
-    def __init__(self, n_items: int, config: dict[str, Any] | None = None) -> None:
-        cfg = FusionConfig.from_dict(config)
-        super().__init__(n_items, cfg.to_dict())  # the full config lands in model.json
-        self.cfg = cfg
+    def __init__(self, n_items: int, config: FusionConfig | dict[str, Any] | None = None) -> None:
+        super().__init__(n_items, config)
+        cfg = self.cfg
         self.items = ItemTower(n_items, cfg)
         self.context = nn.Parameter(torch.zeros(cfg.hidden))  # the context token itself
         self.profile = nn.ModuleList(
@@ -416,6 +398,17 @@ class FusionTransformer(Recommender):
         for table in (*self.profile, self.position, *time_tables):
             nn.init.normal_(table.weight, std=0.02)  # GPT-2 / RecBole init of embeddings
         self._cached_items: torch.Tensor | None = None  # item representations in eval mode
+
+    @classmethod
+    def data_config(cls, train: TrainData) -> dict[str, Any]:
+        sizes: dict[str, Any] = {"profile_sizes": tuple(train.profile_sizes or ())}
+        if train.item_embeddings is not None:
+            sizes["text_dim"] = int(train.item_embeddings.shape[1])
+        return sizes
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.max_len
 
     # -- preparation (no training here: the shared trainer calls ``loss``) ----------------
     def fit(self, train: TrainData) -> None:

@@ -8,6 +8,8 @@ similarities resting on few co-occurrences) and pruned to each item's top
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -34,13 +36,24 @@ def keep_top_neighbours(similarity: np.ndarray, neighbours: int) -> np.ndarray:
     return pruned
 
 
+@dataclass(frozen=True)
+class ItemKNNConfig:
+    neighbours: int = 100  # top-k similar items kept per item (RecBole's ItemKNN default k)
+    shrink: float = 10.0  # damps similarities of rarely co-rated pairs (Koren 2008)
+
+    def __post_init__(self) -> None:
+        if self.neighbours < 1 or self.shrink < 0:
+            raise ValueError("neighbours must be at least 1 and shrink not negative")
+
+
 class ItemKNN(Recommender):
     name = "itemknn"
+    config_class = ItemKNNConfig
 
-    def __init__(self, n_items: int, config: dict | None = None) -> None:
+    def __init__(self, n_items: int, config: ItemKNNConfig | dict | None = None) -> None:
         super().__init__(n_items, config)
-        self.neighbours = int(self.config.get("neighbours", 100))
-        self.shrink = float(self.config.get("shrink", 10.0))
+        self.neighbours = int(self.cfg.neighbours)
+        self.shrink = float(self.cfg.shrink)
         self.register_buffer("similarity", torch.zeros(n_items, n_items))  # [from, to]
 
     def fit(self, train: TrainData) -> None:

@@ -15,7 +15,7 @@ from pipelines.models.base import Histories, Recommender, TrainData
 class Popularity(Recommender):
     name = "popularity"
 
-    def __init__(self, n_items: int, config: dict | None = None) -> None:
+    def __init__(self, n_items: int, config: object = None) -> None:
         super().__init__(n_items, config)
         self.register_buffer("counts", torch.zeros(n_items))  # [n_items]
 

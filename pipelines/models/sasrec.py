@@ -26,7 +26,7 @@ Item index ``i`` (0..n_items-1) is embedding row ``i + 1``; row 0 is padding
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -120,12 +120,11 @@ def attention_mask(valid: torch.Tensor) -> torch.Tensor:
 # -- the model -----------------------------------------------------------------
 class SASRec(Recommender):
     name = "sasrec"
+    config_class = SASRecConfig
     trainable = True
 
-    def __init__(self, n_items: int, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, n_items: int, config: SASRecConfig | dict[str, Any] | None = None) -> None:
         super().__init__(n_items, config)
-        self.cfg = SASRecConfig(**self.config)
-        self.config = asdict(self.cfg)  # every field in model.json: rebuilds the same network
         cfg = self.cfg
         self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)  # row 0 = padding
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)  # 0 = newest event
@@ -133,6 +132,10 @@ class SASRec(Recommender):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(cfg.hidden, eps=cfg.layer_norm_eps)
         self.apply(self._init_weights)
+
+    @property
+    def context_length(self) -> int:
+        return self.cfg.max_len
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):

@@ -7,20 +7,35 @@ in training from its text alone, which makes it the cold-start reference.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from pipelines.models.base import Histories, Recommender, TrainData
 
 
+@dataclass(frozen=True)
+class TextZeroShotConfig:
+    dim: int = 384  # text vector width (all-MiniLM-L6-v2); data_config sets the real one
+
+
 class TextZeroShot(Recommender):
     name = "text_zero_shot"
+    config_class = TextZeroShotConfig
     scores_unseen_items_from_text = True
 
-    def __init__(self, n_items: int, config: dict | None = None) -> None:
+    def __init__(self, n_items: int, config: TextZeroShotConfig | dict | None = None) -> None:
         super().__init__(n_items, config)
-        dim = int(self.config.get("dim", 384))
+        dim = int(self.cfg.dim)
         self.register_buffer("item_vectors", torch.zeros(n_items, dim))  # [n_items, D]
+
+    @classmethod
+    def data_config(cls, train: TrainData) -> dict[str, Any]:
+        if train.item_embeddings is None:
+            return {}
+        return {"dim": int(train.item_embeddings.shape[1])}
 
     def fit(self, train: TrainData) -> None:
         if train.item_embeddings is None:

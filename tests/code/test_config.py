@@ -6,18 +6,33 @@ import pytest
 
 from pipelines import paths
 from pipelines.config import ParamsError, load_params
+from pipelines.training.fit import check_params
 
 
-def test_shipped_params_load() -> None:
+def test_shipped_params_load_and_check() -> None:
     params = load_params(paths.PARAMS)
     assert params.split.min_count == 5
-    assert params.train.ease.l2 > 0
+    assert params.train.section("ease")["l2"] > 0
+    check_params(params)
 
 
 def test_unknown_key_is_named(tmp_path) -> None:
     bad = tmp_path / "params.yaml"
     bad.write_text("train:\n  ease:\n    lambda: 3\n")
-    with pytest.raises(ParamsError, match=r"train\.ease\.lambda"):
+    with pytest.raises(ParamsError, match=r"train\.ease: unknown key\(s\) lambda; known: l2"):
+        check_params(load_params(bad))
+    bad.write_text("train:\n  sasrec:\n    trainer: {learning_rate: 1}\n")
+    with pytest.raises(
+        ParamsError, match=r"train\.sasrec\.trainer: unknown key\(s\) learning_rate"
+    ):
+        check_params(load_params(bad))
+    bad.write_text(
+        "tune:\n  spaces:\n    ease:\n      model: {lambda: {type: float, low: 1, high: 2}}\n"
+    )
+    with pytest.raises(ParamsError, match=r"tune\.spaces\.ease\.model: unknown key\(s\) lambda"):
+        check_params(load_params(bad))
+    bad.write_text("trian:\n  models: [ease]\n")
+    with pytest.raises(ParamsError, match="trian"):
         load_params(bad)
 
 

@@ -1,21 +1,58 @@
-"""dvc.yaml and the code agree: every stage has its module and its params section as deps."""
+"""dvc.yaml and the code agree: every stage depends on everything it imports, and its params."""
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import yaml
 
 from pipelines import paths
+from tests.code.imports import closure
 
 STAGES = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def test_every_stage_runs_its_own_module_and_depends_on_it() -> None:
+def stage_deps(stage: dict) -> set[Path]:
+    return {
+        paths.ROOT / (dep if isinstance(dep, str) else next(iter(dep))) for dep in stage["deps"]
+    }
+
+
+def covered(path: Path, deps: set[Path]) -> bool:
+    return any(path == dep or dep in path.parents for dep in deps)
+
+
+def test_every_stage_runs_its_own_stage_module() -> None:
     for name, stage in STAGES.items():
-        assert stage["cmd"] == f"python -m pipelines.{name}", name
-        assert f"pipelines/{name}.py" in stage["deps"], name
-        assert hasattr(importlib.import_module(f"pipelines.{name}"), "main"), name
+        assert stage["cmd"] == f"python -m pipelines.stages.{name}", name
+        module = importlib.import_module(f"pipelines.stages.{name}")
+        assert hasattr(module, "run") and hasattr(module, "main"), name
+
+
+def test_deps_cover_the_import_closure_of_every_stage() -> None:
+    # a library file a stage imports but does not depend on would leave its outputs
+    # "up to date" after that file changes: the stale-model bug this test exists for
+    for name, stage in STAGES.items():
+        deps = stage_deps(stage)
+        missing = sorted(
+            str(path.relative_to(paths.ROOT))
+            for path in closure(f"pipelines.stages.{name}")
+            if path.stat().st_size and not covered(path, deps)  # empty __init__.py run nothing
+        )
+        assert not missing, f"stage {name} imports but does not depend on: {missing}"
+
+
+def test_deps_name_only_code_the_stage_imports() -> None:
+    # the converse: a dep on code the stage never runs makes it stale for nothing
+    for name, stage in STAGES.items():
+        imported = closure(f"pipelines.stages.{name}")
+        for dep in stage_deps(stage):
+            if dep.suffix != ".py" and not (
+                dep.is_dir() and dep.is_relative_to(paths.ROOT / "pipelines")
+            ):
+                continue
+            assert any(path == dep or dep in path.parents for path in imported), (name, dep)
 
 
 def test_every_stage_depends_on_its_params_section() -> None:
@@ -40,6 +77,7 @@ def test_stage_outputs_match_the_paths_module() -> None:
         paths.SPLIT_DIR,
         paths.FEATURES_DIR,
         paths.EMBEDDINGS_DIR,
+        paths.TUNE_DIR,
         paths.MODELS_DIR,
         paths.EVAL_METRICS,
         paths.LEADERBOARD_MD,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import pytest
 
+from pipelines import io as io_module
 from pipelines.io import replaced_dir, write_json
 
 
@@ -33,3 +38,81 @@ def test_write_json_leaves_the_old_file_when_serialising_fails(tmp_path) -> None
         write_json({"ndcg": object()}, path)
     assert path.read_text().strip().startswith("{")
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_write_interrupted_midway_leaves_the_old_file(tmp_path, monkeypatch) -> None:
+    # the failure is injected inside the writer, after half the new bytes are on disk
+    path = tmp_path / "metrics.json"
+    write_json({"ndcg": 0.1}, path)
+    before = path.read_bytes()
+
+    class HalfThenFail:
+        def __init__(self, handle) -> None:
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.handle.close()
+
+        def write(self, data: bytes) -> int:
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise OSError("disk full")
+
+    monkeypatch.setattr(
+        io_module,
+        "open",
+        lambda *a, **k: HalfThenFail(open(*a, **k)),  # noqa: SIM115
+        raising=False,
+    )
+    with pytest.raises(OSError, match="disk full"):
+        write_json({"ndcg": 0.2, "hr": 0.3}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_failed_swap_restores_the_previous_folder(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "models"
+    (target / "old").mkdir(parents=True)
+    real_rename = Path.rename
+
+    def failing_rename(self: Path, destination):
+        if self.name.startswith(io_module.STAGING_PREFIX):
+            raise OSError("rename failed midway")
+        return real_rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    failure = pytest.raises(io_module.PublishError, match="still holds the previous outputs")
+    with failure, replaced_dir(target) as staging:
+        (staging / "new").mkdir()
+    monkeypatch.undo()
+    assert [p.name for p in target.iterdir()] == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["models"]
+
+
+def test_staging_folders_of_killed_runs_are_cleaned_at_the_next_start(tmp_path) -> None:
+    stale = tmp_path / f"{io_module.STAGING_PREFIX}models.abc"
+    stale.mkdir()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fresh = tmp_path / f"{io_module.STAGING_PREFIX}models.def"  # may be a live run's
+    fresh.mkdir()
+    with replaced_dir(tmp_path / "models") as staging:
+        (staging / "x").write_text("x")
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+def test_nothing_is_published_once_the_owner_is_gone(tmp_path) -> None:
+    target = tmp_path / "models"
+    (target / "old").mkdir(parents=True)
+    io_module.set_publish_guard(lambda: False)
+    try:
+        failure = pytest.raises(io_module.PublishError, match="newer run owns")
+        with failure, replaced_dir(target) as staging:
+            (staging / "new").mkdir()
+    finally:
+        io_module.set_publish_guard(lambda: True)
+    assert [p.name for p in target.iterdir()] == ["old"]

@@ -68,29 +68,49 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def replace_once(path: Path, old: str, new: str) -> None:
+    """Edit a file by string replacement, failing loudly when the text is not there."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"expected exactly one {old!r} in {path}"
+    path.write_text(text.replace(old, new))
+
+
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A scratch repo with the pipeline's code, synthetic data, and one full `dvc repro`."""
     root = tmp_path_factory.mktemp("repo")
-    for name in ("pipelines", "dvc.yaml", "params.yaml", ".dvcignore"):
+    for name in ("pipelines", "dags", "services", "dvc.yaml", "params.yaml", ".dvcignore"):
         source = paths.ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, root / name)
     # EASE untuned here, so its λ in params.yaml is the one that counts
-    params = root / "params.yaml"
-    params.write_text(params.read_text().replace("    ease: 8\n", "", 1))
+    replace_once(root / "params.yaml", "    ease: 8\n", "")
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], root)
     run([*dvc, "init", "-q"], root)
     run([*dvc, "config", "core.analytics", "false"], root)
     synthetic_snapshot(root / "data")
     run([*dvc, "add", "-q", "data"], root)
-    return root
+    return root, run([*dvc, "repro"], root)
 
 
-def test_repro_builds_every_output(repo: Path) -> None:
-    output = run([sys.executable, "-m", "dvc", "repro"], repo)
+@pytest.fixture
+def repo(built: tuple[Path, str], tmp_path: Path) -> Path:
+    """A private copy of the built repo: no test sees another test's edits."""
+    copy = tmp_path / "repo"
+    shutil.copytree(built[0], copy, symlinks=True)
+    return copy
+
+
+def stale_stages(repo: Path) -> set[str]:
+    status = run([sys.executable, "-m", "dvc", "status", "--json"], repo)
+    return set(json.loads(status[status.index("{") :]))
+
+
+def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
+    repo, output = built
     assert ran_stages(output) == {
         "split",
         "features",
@@ -106,6 +126,8 @@ def test_repro_builds_every_output(repo: Path) -> None:
     selection = json.loads((repo / "artifacts/selection/selection.json").read_text())
     assert selection["winner"] in metrics
     assert np.load(repo / "artifacts/embeddings/items.npy").shape == (40, 384)
+    record = json.loads((repo / "artifacts/models/ease/training.json").read_text())
+    assert record["config"]["sources"]["l2"] == "params.yaml"
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
@@ -114,9 +136,24 @@ def test_second_repro_does_nothing(repo: Path) -> None:
     assert "up to date" in run([sys.executable, "-m", "dvc", "status"], repo)
 
 
-def test_changing_ease_lambda_reruns_only_train_and_after(repo: Path) -> None:
-    # coldstart fits models with the train params too, so it follows train
-    params = repo / "params.yaml"
-    params.write_text(params.read_text().replace("l2: 250.0", "l2: 100.0"))
+def test_changing_ease_lambda_reruns_what_reads_train_params(repo: Path) -> None:
+    # tune reads train (its trial 0 is the params.yaml values); coldstart fits with them too
+    replace_once(repo / "params.yaml", "l2: 250.0", "l2: 100.0")
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert ran_stages(output) == {"train", "evaluate", "coldstart", "select"}
+    assert ran_stages(output) == {"tune", "train", "evaluate", "coldstart", "select"}
+    record = json.loads((repo / "artifacts/models/ease/training.json").read_text())
+    assert record["config"]["model"]["l2"] == 100.0
+
+
+def test_changing_the_metrics_code_marks_every_stage_that_uses_it_stale(repo: Path) -> None:
+    # early stopping and tuning rank by NDCG: a change there must not leave models "up to date"
+    metrics = repo / "pipelines" / "evaluation" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\n# a comment changes the file's hash\n")
+    assert stale_stages(repo) == {"tune", "train", "evaluate", "coldstart"}
+
+
+def test_serving_and_dag_code_marks_nothing_stale(repo: Path) -> None:
+    for folder in ("services", "dags"):
+        (repo / folder).mkdir(exist_ok=True)
+        (repo / folder / "changed.py").write_text("VALUE = 1\n")
+    assert stale_stages(repo) == set()

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import evaluate, features, split, train
 from pipelines.config import Params
-from pipelines.ingest import ingest
-from pipelines.sources import read_movielens
+from pipelines.data.ingest import ingest
+from pipelines.data.sources import read_movielens
+from pipelines.stages import evaluate, features, split, train
 
 pytestmark = pytest.mark.integration
 
@@ -44,31 +44,43 @@ def run_pipeline(root: Path, tie_break: str) -> dict:
     params = root / f"params-{tie_break}.yaml"
     params.write_text(f"split:\n  tie_break: {tie_break}\n{BASELINES}")
     art, given = root / tie_break, ["--params", str(params)]
-    split.main([*given, "--data", str(root / "data"), "--out", str(art / "split")])
-    features.main([*given, "--split", str(art / "split"), "--out", str(art / "features")])
-    train.main(
-        [
-            *given,
-            "--features",
-            str(art / "features"),
-            "--split",
-            str(art / "split"),
-            "--embeddings",
-            str(art / "none.npy"),
-            "--out",
-            str(art / "models"),
-        ]
+    assert split.main([*given, "--data", str(root / "data"), "--out", str(art / "split")]) == 0
+    assert (
+        features.main([*given, "--split", str(art / "split"), "--out", str(art / "features")]) == 0
     )
-    evaluate.main(
-        [
-            *given,
-            "--features",
-            str(art / "features"),
-            "--models",
-            str(art / "models"),
-            "--out",
-            str(art / "eval"),
-        ]
+    assert (
+        train.main(
+            [
+                *given,
+                "--features",
+                str(art / "features"),
+                "--items",
+                str(art / "split" / "items.parquet"),
+                "--embeddings",
+                str(art / "none.npy"),
+                "--tuned",
+                str(art / "none.json"),
+                "--checkpoints",
+                str(art / "checkpoints"),
+                "--out",
+                str(art / "models"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        evaluate.main(
+            [
+                *given,
+                "--features",
+                str(art / "features"),
+                "--models",
+                str(art / "models"),
+                "--out",
+                str(art / "eval"),
+            ]
+        )
+        == 0
     )
     return json.loads((art / "eval" / "metrics.json").read_text())
 

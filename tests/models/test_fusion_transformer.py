@@ -12,7 +12,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pipelines.models.base import PAD, Histories, Recommender, TrainData
+from pipelines.models.base import (
+    PAD,
+    Histories,
+    Recommender,
+    TrainData,
+    Validation,
+    config_from_dict,
+)
 from pipelines.models.fusion_transformer import (
     FusionConfig,
     FusionTransformer,
@@ -116,9 +123,9 @@ def test_left_padding_is_required() -> None:
 
 def test_config_rejects_unknown_keys_and_empty_items() -> None:
     with pytest.raises(ValueError, match="hiden"):
-        FusionConfig.from_dict({"hiden": 32})
+        config_from_dict(FusionConfig, {"hiden": 32})
     with pytest.raises(ValueError, match="use_text or use_id"):
-        FusionConfig.from_dict({"use_text": False, "use_id": False})
+        config_from_dict(FusionConfig, {"use_text": False, "use_id": False})
 
 
 def test_fit_refuses_profile_sizes_missing_from_the_config() -> None:
@@ -260,7 +267,7 @@ def test_learns_successors_and_profile_starts() -> None:
 
 
 def test_shared_trainer_fits_it() -> None:
-    trainer = pytest.importorskip("pipelines.trainer")
+    trainer = pytest.importorskip("pipelines.training.loop")
     n_items = 10
     sequences = [[(s + t) % n_items for t in range(6)] for s in range(20)]
     data = train_data(sequences, n_items, [[1, 1, 1, 1]] * 20)
@@ -268,8 +275,8 @@ def test_shared_trainer_fits_it() -> None:
     model.fit(data)
     valid = Histories.from_lists(sequences, [list(range(6))] * 20, [[1, 1, 1, 1]] * 20)
     targets = torch.tensor([(s + 6) % n_items for s in range(20)])
-    config = trainer.TrainerConfig(epochs=3, batch_size=8, max_len=12, device="cpu", patience=3)
-    result = trainer.fit_gradient(model, data, valid, targets, config)
+    config = trainer.TrainerConfig(epochs=3, batch_size=8, device="cpu", patience=3)
+    result = trainer.fit_gradient(model, data, Validation(valid, targets), config)
     assert result.epochs == 3 and 0.0 <= result.best_valid_ndcg <= 1.0
     assert not model.training
 

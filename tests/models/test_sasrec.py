@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pipelines.evaluate import evaluate_model
+from pipelines.evaluation.ranking import evaluate_model
 from pipelines.models import MODELS, load_model
 from pipelines.models.base import PAD, Histories
 from pipelines.models.sasrec import SASRec, SASRecConfig, attention_mask
@@ -135,7 +135,7 @@ def test_save_and_rebuild_from_model_json(tmp_path, monkeypatch) -> None:
 
 
 def test_config_is_checked() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="hiden"):
         SASRec(N_ITEMS, {"hiden": 32})  # a typo is an error, not a silent default
     with pytest.raises(ValueError, match="divisible"):
         SASRecConfig(hidden=30, heads=4)

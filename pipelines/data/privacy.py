@@ -1,0 +1,169 @@
+"""Privacy at the door (design.md §2): what leaves ingestion carries no raw identity.
+
+User ids become keyed hashes (HMAC-SHA256), so the same person keeps the same
+pseudonym across batches while nobody without the key can reverse or recompute
+it; ages become bands and zip codes a short region prefix, so a profile can no
+longer single out one person. Everything here is a pure function of its inputs
+except `load_or_create_key`, which owns the one secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines import schema
+
+KEY_ENV = "RECOPS_PSEUDONYM_KEY"
+KEY_BYTES = 32
+MIN_KEY_BYTES = 16
+PSEUDONYM_PREFIX = "u_"
+PSEUDONYM_HEX_CHARS = 16
+PSEUDONYM_PATTERN = rf"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
+UNKNOWN = schema.UNKNOWN
+
+RAW_AGE = "age"
+RAW_ZIP = "zip"
+
+
+class PseudonymKeyError(ValueError):
+    """The pseudonymisation key is unreadable, malformed or too short."""
+
+
+def pseudonymise_id(user_id: str, key: bytes) -> str:
+    """One pseudonym; truncating the MAC to 64 bits keeps ids short and collisions negligible."""
+    digest = hmac.new(key, str(user_id).encode("utf-8"), hashlib.sha256).hexdigest()
+    return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX_CHARS]
+
+
+def pseudonymise(user_ids: pd.Series | Sequence[str], key: bytes) -> pd.Series:
+    """Pseudonyms for many ids; missing ids stay missing so validation can reject them.
+
+    Hashes each distinct id once, because logs repeat the same user thousands of times.
+    """
+    ids = user_ids if isinstance(user_ids, pd.Series) else pd.Series(list(user_ids), dtype=object)
+    present = ids.notna()
+    mapping = {uid: pseudonymise_id(uid, key) for uid in pd.unique(ids[present])}
+    pseudonyms = [mapping[v] if ok else None for v, ok in zip(ids, present, strict=True)]
+    return pd.Series(pseudonyms, index=ids.index, dtype=object, name=ids.name)
+
+
+def band_labels(bands: Sequence[int]) -> tuple[str, ...]:
+    """Labels in band order, e.g. ("<18", "18-24", …, "56+"), so reports can list the valid set."""
+    lows = list(bands)
+    labels = [f"<{lows[0]}"]
+    labels += [f"{lo}-{hi - 1}" for lo, hi in itertools.pairwise(lows)]
+    labels.append(f"{lows[-1]}+")
+    return tuple(labels)
+
+
+def age_band(age: float | int | None, bands: Sequence[int]) -> str:
+    """The band an age falls in; an absent or impossible age is "unknown", never a guess."""
+    if age is None or pd.isna(age):
+        return UNKNOWN
+    try:
+        value = float(age)
+    except (TypeError, ValueError):
+        return UNKNOWN
+    if value < 0 or value > 130:
+        return UNKNOWN
+    labels = band_labels(bands)
+    for i, low in enumerate(bands):
+        if value < low:
+            return labels[i]
+    return labels[-1]
+
+
+def age_bands(ages: pd.Series, bands: Sequence[int]) -> pd.Series:
+    """`age_band` over a column, computed once per distinct age."""
+    numeric = pd.to_numeric(ages, errors="coerce")
+    mapping = {a: age_band(a, bands) for a in pd.unique(numeric.dropna())}
+    return numeric.map(mapping).fillna(UNKNOWN).astype(object)
+
+
+def region(zip_code: str | None, digits: int = 3) -> str:
+    """Leading characters of a postal code, upper-cased (Canadian codes are alphanumeric).
+
+    A code with anything but letters and digits in its prefix is "unknown" rather than
+    passed through, since free text in that field could carry anything.
+    """
+    if zip_code is None or (not isinstance(zip_code, str) and pd.isna(zip_code)):
+        return UNKNOWN
+    prefix = str(zip_code).strip().upper()[:digits]
+    if not prefix or not prefix.isascii() or not prefix.isalnum():
+        return UNKNOWN
+    return prefix
+
+
+def regions(zips: pd.Series, digits: int = 3) -> pd.Series:
+    """`region` over a column, computed once per distinct code."""
+    present = zips.notna()
+    mapping = {z: region(z, digits) for z in pd.unique(zips[present])}
+    return zips.map(mapping).where(present, UNKNOWN).astype(object)
+
+
+def _key_from_hex(text: str, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError as err:
+        raise PseudonymKeyError(f"{where} is not a hex string") from err
+    if len(key) < MIN_KEY_BYTES:
+        raise PseudonymKeyError(
+            f"{where} holds {len(key)} bytes; at least {MIN_KEY_BYTES} are needed"
+        )
+    return key
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The HMAC key: $RECOPS_PSEUDONYM_KEY (hex) if set, else the key file, created on first run.
+
+    The file is created with mode 0600 in one step (O_EXCL), so the secret is never
+    readable by others, and an existing key is never overwritten: losing it would
+    give every user a new pseudonym and orphan their history.
+    """
+    env = os.environ.get(KEY_ENV)
+    if env:
+        return _key_from_hex(env, f"${KEY_ENV}")
+    path = Path(path)
+    if path.exists():
+        return _key_from_hex(path.read_text(), str(path))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_bytes(KEY_BYTES)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    return key
+
+
+def apply_privacy(
+    users: pd.DataFrame,
+    interactions: pd.DataFrame,
+    key: bytes,
+    bands: Sequence[int],
+    digits: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Users with exactly schema.USER_COLUMNS and interactions with pseudonymised ids.
+
+    Raw age and zip columns are dropped by construction (the output is built column
+    by column, not by editing the input), so nothing identifying can slip through.
+    """
+    safe_users = pd.DataFrame(
+        {
+            schema.USER_ID: pseudonymise(users[schema.USER_ID], key),
+            schema.AGE_BAND: age_bands(users[RAW_AGE], bands),
+            schema.GENDER: users[schema.GENDER],
+            schema.OCCUPATION: users[schema.OCCUPATION],
+            schema.REGION: regions(users[RAW_ZIP], digits),
+        },
+        index=users.index,
+    )[list(schema.USER_COLUMNS)]
+    safe_interactions = interactions.copy()
+    safe_interactions[schema.USER_ID] = pseudonymise(interactions[schema.USER_ID], key)
+    return safe_users, safe_interactions

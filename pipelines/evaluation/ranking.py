@@ -1,0 +1,103 @@
+"""Full-catalogue ranking: the one scoring pass that evaluation, training and serving share.
+
+Every item is scored, items already in the history are masked (never
+recommended), and ties are broken by item index (lower first) both in a
+target's rank and in a top-k list, so ``top[u, r] == targets[u]`` exactly when
+``ranks[u] == r < k``. Early stopping, tuning, the evaluate stage and the
+service's recommendations all go through ``masked_scores`` and ``top_k``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipelines.evaluation.beyond_accuracy import list_metrics
+from pipelines.evaluation.metrics import (
+    catalogue_coverage,
+    hit_from_ranks,
+    mask_seen,
+    mrr_from_ranks,
+    ndcg_from_ranks,
+    target_ranks,
+)
+from pipelines.models.base import Histories, Recommender
+
+
+def metric_names(k: int) -> tuple[str, ...]:
+    """The evaluate stage's metrics, in report order; the first one picks the best model."""
+    return (f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}", f"novelty@{k}", f"arp@{k}")
+
+
+def masked_scores(model: Recommender, batch: Histories, exclude_seen: bool = True) -> torch.Tensor:
+    """Scores of every item for each history, ``[B, n_items]`` float; seen items -inf."""
+    scores = model.score_all(batch).float()  # [B, n_items]
+    if not exclude_seen:
+        return scores
+    return mask_seen(scores, batch.to_matrix(model.n_items).bool())
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` best item indices per row, ``[B, k]``; equal scores keep item order."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+@torch.inference_mode()
+def ranks_and_top_k(
+    model: Recommender, histories: Histories, targets: torch.Tensor, k: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of each target ``[U]`` (0-based, long) and each user's top-k list ``[U, k]``."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if len(targets) != len(histories):
+        raise ValueError(f"{len(targets)} targets for {len(histories)} histories")
+    ranks, top_items = [], []
+    for rows, batch in histories.batches(batch_size):
+        scores = masked_scores(model, batch)  # [B, n_items]
+        ranks.append(target_ranks(scores, targets[rows]))
+        top_items.append(top_k(scores, k))
+    if not ranks:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, k, dtype=torch.long)
+    return torch.cat(ranks), torch.cat(top_items)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What beyond-accuracy metrics compare the lists with: training popularity."""
+
+    popularity: np.ndarray  # [n_items] distinct training users per item
+    n_users: int
+
+
+@torch.inference_mode()
+def evaluate_per_user(
+    model: Recommender,
+    histories: Histories,
+    targets: torch.Tensor,
+    k: int,
+    batch_size: int,
+    catalogue: Catalogue | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean metrics over all users, and each user's NDCG@k (for segment tables)."""
+    ranks, top = ranks_and_top_k(model, histories, targets, k, batch_size)
+    per_user_ndcg = ndcg_from_ranks(ranks, k)
+    metrics = {
+        f"ndcg@{k}": float(per_user_ndcg.mean()),
+        f"hr@{k}": float(hit_from_ranks(ranks, k).mean()),
+        f"mrr@{k}": float(mrr_from_ranks(ranks, k).mean()),
+    }
+    if catalogue is None:
+        metrics[f"coverage@{k}"] = catalogue_coverage(top, model.n_items)
+    else:
+        metrics |= list_metrics(top, catalogue.popularity, catalogue.n_users, model.n_items)
+    metrics["users"] = len(ranks)
+    return metrics, per_user_ndcg
+
+
+def evaluate_model(
+    model: Recommender, histories: Histories, targets: torch.Tensor, k: int, batch_size: int
+) -> dict[str, float]:
+    """Mean ranking metrics of ``model`` over all users, scoring the full catalogue."""
+    return evaluate_per_user(model, histories, targets, k, batch_size)[0]

@@ -1,0 +1,97 @@
+"""Stage `evaluate`: full-ranking evaluation of every trained model (design.md §4).
+
+All items are scored, the user's history is masked, and the rank of the one
+held-out item gives NDCG@k, HR@k and MRR@k, averaged over all users; coverage,
+novelty and recommended popularity describe the lists, and a fairness table
+gives test NDCG per gender and age band.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from pipelines import paths
+from pipelines.config import Params
+from pipelines.evaluation.beyond_accuracy import fairness_markdown, fairness_table, item_popularity
+from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
+from pipelines.features.profiles import profile_codes
+from pipelines.features.sequences import histories_for, targets_for, train_matrix
+from pipelines.io import write_json, write_text
+from pipelines.models import load_model
+from pipelines.schema import TEST, VALID
+from pipelines.stages import cli
+from pipelines.stages.render import markdown_table
+
+log = logging.getLogger(__name__)
+
+SPLITS = (VALID, TEST)
+READS = {"features": paths.FEATURES_DIR, "models": paths.MODELS_DIR}
+WRITES = {"out": paths.EVAL_DIR}
+
+
+def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> str:
+    """A model × metric table per split, best validation NDCG first."""
+    names = metric_names(k)
+    order = sorted(metrics, key=lambda model: -metrics[model][VALID][names[0]])
+    names = tuple(name for name in names if name in metrics[order[0]][VALID])
+    sections = []
+    for split in SPLITS:
+        rows = [[model, *(metrics[model][split][name] for name in names)] for model in order]
+        sections.append(f"### {split}\n\n" + markdown_table(["model", *names], rows))
+    return "\n".join(sections)
+
+
+def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, Any]:
+    k, batch_size = params.evaluate.k, params.evaluate.batch_size
+    sequences = pd.read_parquet(features / paths.SEQUENCES.name)
+    profile_frame = pd.read_parquet(features / paths.PROFILES.name)
+    profiles = profile_codes(profile_frame)
+    inputs = {
+        split: (histories_for(sequences, split, profiles), targets_for(sequences, split))
+        for split in SPLITS
+    }
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    fairness: dict[str, dict] = {}
+    catalogue: Catalogue | None = None
+    for model_dir in tqdm(sorted(p for p in models.iterdir() if p.is_dir()), desc="evaluate"):
+        started = time.perf_counter()
+        model = load_model(model_dir)
+        if catalogue is None:
+            matrix = train_matrix(sequences, model.n_items)
+            catalogue = Catalogue(item_popularity(matrix), matrix.shape[0])
+        metrics[model.name] = {}
+        for split in SPLITS:
+            metrics[model.name][split], per_user = evaluate_per_user(
+                model, *inputs[split], k, batch_size, catalogue
+            )
+        fairness[model.name] = fairness_table(per_user.numpy(), profile_frame, k)
+        log.info(
+            "%s: valid %s in %.1fs",
+            model.name,
+            metrics[model.name][VALID],
+            time.perf_counter() - started,
+        )
+
+    table = leaderboard_markdown(metrics, k)
+    sections = [f"#### {name}\n\n{fairness_markdown(fairness[name], k)}" for name in fairness]
+    table += "\n### fairness (test NDCG per segment)\n\n" + "\n".join(sections)
+    write_json(metrics, out / paths.EVAL_METRICS.name)
+    write_json(fairness, out / paths.FAIRNESS.name)
+    write_text(table, out / paths.LEADERBOARD_MD.name)
+    print(table)
+    return {"models": sorted(metrics)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("evaluate", __doc__, run, READS, WRITES, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

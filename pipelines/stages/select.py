@@ -1,0 +1,64 @@
+"""Stage `select`: pick the winner by validation metric only; report its test numbers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines import paths
+from pipelines.config import Params
+from pipelines.evaluation.selection import decision, leaderboard
+from pipelines.io import write_json, write_text
+from pipelines.stages import cli
+from pipelines.stages.render import markdown_table
+
+READS = {"metrics": paths.EVAL_METRICS, "tuned": paths.TUNE_BEST}
+WRITES = {"out": paths.SELECTION_DIR}
+
+
+def leaderboard_markdown(rows: list[dict], metric: str, tuned: dict[str, dict]) -> str:
+    """The leaderboard as markdown; the first row is the winner."""
+    k = metric.split("@")[1]
+    names = [f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}"]
+    header = ["rank", "model", f"valid {metric}", *(f"test {name}" for name in names), "tuned"]
+    table = []
+    for row in rows:
+        trials = tuned.get(row["model"], {}).get("trials")
+        table.append(
+            [
+                row["rank"],
+                row["model"],
+                row["valid"][metric],
+                *(row["test"][name] for name in names),
+                f"{trials} trials" if trials else "no",
+            ]
+        )
+    return markdown_table(header, table)
+
+
+def run(params: Params, metrics: Path, tuned: Path, out: Path) -> dict[str, Any]:
+    metric = params.select.metric
+    measured = json.loads(metrics.read_text())
+    trials = json.loads(tuned.read_text()) if tuned.exists() else {}
+    chosen = decision(measured, metric)
+    rows = leaderboard(measured, metric)
+    write_json(rows, out / paths.SELECTION_LEADERBOARD_JSON.name)
+    write_text(
+        leaderboard_markdown(rows, metric, trials), out / paths.SELECTION_LEADERBOARD_MD.name
+    )
+    write_json(chosen, out / paths.SELECTION.name)
+    print(
+        f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
+        f"test {metric} = {chosen['test'][metric]:.4f})"
+    )
+    return {"winner": chosen["winner"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("select", __doc__, run, READS, WRITES, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Stage `train`: fit every model named in params.yaml on the training events.
+
+Each model is fitted with its resolved config (``training.fit``): its
+``params.yaml`` section, the sizes the data decides, and the best trial of
+the ``tune`` stage for the searched keys; ``training.json`` records every
+value and where it came from. Gradient models checkpoint as they train, so a
+killed run resumes; checkpoints are dropped only once every model is published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines import paths
+from pipelines.config import Params
+from pipelines.features.dataset import load_dataset, train_data, validation
+from pipelines.io import replaced_dir, write_json
+from pipelines.stages import cli
+from pipelines.training.fit import check_params, fit_model, log_tuned_choices, read_tuned, resolve
+
+log = logging.getLogger(__name__)
+
+READS = {
+    "features": paths.FEATURES_DIR,
+    "items": paths.SPLIT_ITEMS,
+    "embeddings": paths.ITEM_EMBEDDINGS,
+    "tuned": paths.TUNE_BEST,
+    "checkpoints": paths.CHECKPOINTS,
+}
+WRITES = {"out": paths.MODELS_DIR}
+
+TRAINING_RECORD = "training.json"
+
+
+def run(
+    params: Params,
+    features: Path,
+    items: Path,
+    embeddings: Path,
+    tuned: Path,
+    checkpoints: Path,
+    out: Path,
+) -> dict[str, Any]:
+    check_params(params)
+    dataset = load_dataset(features, items, embeddings)
+    train = train_data(dataset.sequences, dataset.side)
+    valid = validation(dataset.sequences, dataset.side)
+    best = read_tuned(tuned)
+    log.info(
+        "training on %d events of %d users, %d items",
+        train.matrix.nnz,
+        train.matrix.shape[0],
+        train.n_items,
+    )
+    seconds: dict[str, float] = {}
+    # every model lands in a staging folder first: never a half-written model set
+    with replaced_dir(out) as staging:
+        for name in params.train.models:
+            started = time.perf_counter()
+            spec = resolve(name, params.train, params.seed, train, best.get(name))
+            log_tuned_choices(spec, params.train)
+            # resumes an interrupted run (the loop ignores a checkpoint of other data or config)
+            model, result = fit_model(spec, train, valid, checkpoint_dir=checkpoints / name)
+            model.save(staging / name)
+            record = {"config": spec.record()}
+            if result is not None:
+                record["result"] = dataclasses.asdict(result)
+            write_json(record, staging / name / TRAINING_RECORD)
+            seconds[name] = round(time.perf_counter() - started, 1)
+            log.info("fitted %s in %.1fs", name, seconds[name])
+    # only now are the models safe in `out`: a kill before this point resumes from these
+    for name in params.train.models:
+        shutil.rmtree(checkpoints / name, ignore_errors=True)
+    return {"seconds": seconds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("train", __doc__, run, READS, WRITES, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Privacy at the door: pseudonyms, age bands, regions and the key's life cycle."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import stat
+
+import pandas as pd
+import pytest
+
+from pipelines import schema
+from pipelines.data.privacy import (
+    KEY_ENV,
+    PSEUDONYM_PATTERN,
+    PseudonymKeyError,
+    age_band,
+    age_bands,
+    apply_privacy,
+    band_labels,
+    load_or_create_key,
+    pseudonymise,
+    pseudonymise_id,
+    region,
+)
+
+BANDS = (18, 25, 35, 45, 50, 56)
+KEY_A = b"a" * 32
+KEY_B = b"b" * 32
+
+
+def test_pseudonym_is_truncated_hmac_sha256() -> None:
+    expected = "u_" + hmac.new(KEY_A, b"196", hashlib.sha256).hexdigest()[:16]
+    assert pseudonymise_id("196", KEY_A) == expected
+    assert re.fullmatch(PSEUDONYM_PATTERN, expected)
+
+
+def test_pseudonyms_are_stable_per_key_and_differ_across_keys() -> None:
+    ids = pd.Series(["1", "2", "1", "943"])
+    first, again = pseudonymise(ids, KEY_A), pseudonymise(ids, KEY_A)
+    other = pseudonymise(ids, KEY_B)
+    assert first.tolist() == again.tolist()
+    assert first[0] == first[2] and first[0] != first[1]
+    assert not set(first) & set(other)
+    assert all(re.fullmatch(PSEUDONYM_PATTERN, p) for p in first)
+
+
+def test_missing_ids_stay_missing_so_validation_can_reject_them() -> None:
+    out = pseudonymise(pd.Series(["1", None]), KEY_A)
+    assert out[0].startswith("u_") and out[1] is None
+
+
+def test_plain_sequences_are_accepted() -> None:
+    assert pseudonymise(["7"], KEY_A).tolist() == [pseudonymise_id("7", KEY_A)]
+
+
+def test_band_labels() -> None:
+    assert band_labels(BANDS) == ("<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+")
+
+
+@pytest.mark.parametrize(
+    ("age", "band"),
+    [
+        (7, "<18"),
+        (17, "<18"),
+        (18, "18-24"),
+        (24, "18-24"),
+        (25, "25-34"),
+        (49, "45-49"),
+        (50, "50-55"),
+        (55, "50-55"),
+        (56, "56+"),
+        (73, "56+"),
+        (None, "unknown"),
+        (float("nan"), "unknown"),
+        (-1, "unknown"),
+        (200, "unknown"),
+        ("x", "unknown"),
+    ],
+)
+def test_age_band(age: object, band: str) -> None:
+    assert age_band(age, BANDS) == band
+
+
+def test_age_bands_column() -> None:
+    ages = pd.Series(pd.array([24, None, 60], dtype="Int64"))
+    assert age_bands(ages, BANDS).tolist() == ["18-24", "unknown", "56+"]
+
+
+@pytest.mark.parametrize(
+    ("zip_code", "digits", "expected"),
+    [
+        ("85711", 3, "857"),
+        ("02139", 3, "021"),
+        ("T8H1N", 3, "T8H"),
+        ("v3n4p", 3, "V3N"),
+        (" L9G2B ", 3, "L9G"),
+        ("85711", 1, "8"),
+        ("", 3, "unknown"),
+        (None, 3, "unknown"),
+        ("?!x", 3, "unknown"),
+        ("ab-12", 3, "unknown"),
+    ],
+)
+def test_region_keeps_a_prefix_upper_cased(zip_code: str | None, digits: int, expected: str):
+    assert region(zip_code, digits) == expected
+
+
+def test_key_is_created_once_with_mode_0600(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    path = tmp_path / ".secrets" / "pseudonym.key"
+    key = load_or_create_key(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_key(path) == key
+
+
+def test_env_var_overrides_the_key_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "cd" * 32)
+    path = tmp_path / "pseudonym.key"
+    assert load_or_create_key(path) == bytes.fromhex("cd" * 32)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("bad", ["not-hex", "abcd"])
+def test_malformed_keys_are_refused(tmp_path, monkeypatch, bad: str) -> None:
+    monkeypatch.setenv(KEY_ENV, bad)
+    with pytest.raises(PseudonymKeyError):
+        load_or_create_key(tmp_path / "k")
+
+
+def test_apply_privacy_leaves_no_raw_identity() -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": ["1", "2"],
+            "age": pd.array([24, 61], dtype="Int64"),
+            "gender": ["M", "F"],
+            "occupation": ["writer", "other"],
+            "zip": ["85711", "T8H1N"],
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["2", "1", "2"],
+            "item_id": ["5", "6", "7"],
+            "rating": [1.0, 2.0, 3.0],
+            "timestamp": [900_000_000] * 3,
+        }
+    )
+    safe_users, safe_events = apply_privacy(users, interactions, KEY_A, BANDS, 3)
+    assert tuple(safe_users.columns) == schema.USER_COLUMNS
+    assert safe_users[schema.REGION].tolist() == ["857", "T8H"]
+    assert safe_users[schema.AGE_BAND].tolist() == ["18-24", "56+"]
+    assert not set(safe_users[schema.USER_ID]) & {"1", "2"}
+    assert set(safe_events[schema.USER_ID]) == set(safe_users[schema.USER_ID])
+    assert safe_events[schema.USER_ID][0] == safe_users[schema.USER_ID][1]
+    assert interactions["user_id"].tolist() == ["2", "1", "2"], "input must not be modified"

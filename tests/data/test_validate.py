@@ -1,0 +1,227 @@
+"""The data contract: each kind of bad row is caught, counted and explained in plain words."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from pipelines import schema
+from pipelines.data.privacy import pseudonymise_id
+from pipelines.data.validate import (
+    EARLIEST_TIMESTAMP,
+    interaction_rules,
+    item_rules,
+    user_rules,
+    validate_tables,
+)
+
+KEY = b"k" * 32
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+BANDS = (18, 25, 35, 45, 50, 56)
+
+
+def uid(raw: str) -> str:
+    return pseudonymise_id(raw, KEY)
+
+
+def clean_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Post-privacy tables shaped like MovieLens: 3 users, 4 items, 8 events."""
+    users = pd.DataFrame(
+        {
+            schema.USER_ID: [uid("1"), uid("2"), uid("3")],
+            schema.AGE_BAND: ["18-24", "56+", "unknown"],
+            schema.GENDER: ["M", "F", "M"],
+            schema.OCCUPATION: ["writer", "other", "unknown"],
+            schema.REGION: ["857", "T8H", "unknown"],
+        }
+    )
+    items = pd.DataFrame(
+        {
+            schema.ITEM_ID: ["1", "2", "3", "4"],
+            schema.TITLE: ["Toy Story", "GoldenEye", "Four Rooms", "Heat"],
+            schema.YEAR: pd.array([1995, 1995, None, 1995], dtype="Int64"),
+            schema.GENRES: [["Animation", "Children's"], ["Action"], [], ["Film-Noir", "Sci-Fi"]],
+        }
+    )
+    events = [
+        ("1", "1", 5.0, 881250949),
+        ("1", "2", 3.0, 881250950),
+        ("1", "3", np.nan, 881250951),
+        ("2", "1", 4.0, 891717742),
+        ("2", "4", 1.0, 891717742),
+        ("3", "2", 2.0, 878887116),
+        ("3", "3", 3.0, 878887117),
+        ("3", "4", 5.0, 878887118),
+    ]
+    interactions = pd.DataFrame(events, columns=list(schema.INTERACTION_COLUMNS))
+    interactions[schema.USER_ID] = interactions[schema.USER_ID].map(uid)
+    interactions[schema.TIMESTAMP] = interactions[schema.TIMESTAMP].astype("Int64")
+    return interactions, items, users
+
+
+def check(interactions, items, users):
+    return validate_tables(
+        interactions, items, users, rating_range=(1.0, 5.0), bands=BANDS, region_digits=3, now=NOW
+    )
+
+
+def failure(report, table: str, column: str | None, fragment: str):
+    hits = [
+        f
+        for f in report.findings
+        if f.table == table and f.column == column and fragment in f.message
+    ]
+    assert len(hits) == 1, report.messages()
+    return hits[0]
+
+
+def test_clean_tables_pass() -> None:
+    report = check(*clean_tables())
+    assert report.success, report.messages()
+    assert report.counts()["interactions"] == {"input": 8, "accepted": 8, "rejected": 0}
+    assert (report.row_reasons("items") == "").all()
+    assert len(report.checks) > 30
+
+
+def test_every_expectation_carries_its_reason() -> None:
+    rules = (
+        item_rules(NOW)
+        + user_rules(BANDS, 3)
+        + interaction_rules((1.0, 5.0), NOW, ["1"], [uid("1")])
+    )
+    for rule in rules:
+        assert rule.expectation.meta["reason"] == rule.reason != ""
+        assert rule.expectation.notes == rule.reason
+    checks = [r.expectation.meta["check"] for r in rules]
+    assert len(set(checks)) == len(checks), "checks must be told apart in results"
+
+
+def test_bad_ratings_are_counted_and_explained() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[[0, 4], schema.RATING] = [0.0, 6.5]
+    report = check(interactions, items, users)
+    found = failure(report, "interactions", schema.RATING, "rating outside")
+    assert found.rows == (0, 4)
+    assert found.message == (
+        "2 interactions have a rating outside 1–5 (ratings are stars on a 1–5 scale)"
+    )
+    assert report.counts()["interactions"] == {"input": 8, "accepted": 6, "rejected": 2}
+    assert "rating outside 1–5" in report.row_reasons("interactions")[4]
+    assert report.row_reasons("interactions")[2] == "", "a missing rating is implicit feedback"
+
+
+def test_null_ids_are_rejected() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[1, schema.USER_ID] = None
+    interactions.loc[[2, 3], schema.ITEM_ID] = None
+    interactions.loc[5, schema.TIMESTAMP] = pd.NA
+    report = check(interactions, items, users)
+    found = failure(report, "interactions", schema.USER_ID, "has no user id")
+    assert found.rows == (1,)
+    assert found.message == (
+        "1 interaction has no user id (an event without a user cannot be attributed)"
+    )
+    assert failure(report, "interactions", schema.ITEM_ID, "have no item id").rows == (2, 3)
+    assert failure(report, "interactions", schema.TIMESTAMP, "has no timestamp").rows == (5,)
+    assert report.rejected_rows("interactions").tolist() == [1, 2, 3, 5]
+
+
+def test_duplicate_events_keep_the_first_copy() -> None:
+    interactions, items, users = clean_tables()
+    copies = interactions.iloc[[3, 3]]
+    interactions = pd.concat([interactions, copies], ignore_index=True)
+    report = check(interactions, items, users)
+    found = failure(report, "interactions", None, "repeat an earlier event")
+    assert found.rows == (8, 9)
+    assert found.message.startswith("2 interactions repeat an earlier event")
+    assert report.counts()["interactions"]["accepted"] == 8
+
+
+def test_unknown_item_and_unknown_user() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[0, schema.ITEM_ID] = "999"
+    interactions.loc[[6, 7], schema.USER_ID] = uid("42")
+    report = check(interactions, items, users)
+    assert failure(report, "interactions", schema.ITEM_ID, "refers to an item").rows == (0,)
+    assert failure(report, "interactions", schema.USER_ID, "refer to a user").rows == (6, 7)
+
+
+def test_rejected_item_cascades_to_its_interactions() -> None:
+    interactions, items, users = clean_tables()
+    items.loc[3, schema.YEAR] = 3000
+    report = check(interactions, items, users)
+    assert failure(report, "items", schema.YEAR, "has a year").rows == (3,)
+    assert failure(report, "interactions", schema.ITEM_ID, "refer to an item").rows == (4, 7)
+
+
+def test_timestamps_before_1990_and_in_the_future() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[0, schema.TIMESTAMP] = EARLIEST_TIMESTAMP - 1
+    interactions.loc[[1, 2], schema.TIMESTAMP] = int(NOW.timestamp()) + 86_400
+    report = check(interactions, items, users)
+    assert failure(report, "interactions", schema.TIMESTAMP, "before 1990").rows == (0,)
+    assert failure(report, "interactions", schema.TIMESTAMP, "in the future").rows == (1, 2)
+
+
+def test_empty_batch_fails_as_a_whole() -> None:
+    interactions, items, users = clean_tables()
+    report = check(interactions.iloc[:0], items, users)
+    found = failure(report, "interactions", None, "has no rows")
+    assert found.message.startswith("the interactions table has no rows")
+    assert not report.success
+    assert report.counts()["interactions"] == {"input": 0, "accepted": 0, "rejected": 0}
+
+
+def test_raw_user_ids_are_not_pseudonyms() -> None:
+    interactions, items, users = clean_tables()
+    users.loc[0, schema.USER_ID] = "1"
+    interactions.loc[0, schema.USER_ID] = "1"
+    report = check(interactions, items, users)
+    assert failure(report, "users", schema.USER_ID, "not a pseudonym").rows == (0,)
+    assert failure(report, "interactions", schema.USER_ID, "not a pseudonym").rows == (0,)
+
+
+def test_raw_profile_columns_reject_the_whole_users_table() -> None:
+    interactions, items, users = clean_tables()
+    users["zip"] = ["85711", "T8H1N", "02139"]
+    report = check(interactions, items, users)
+    found = failure(report, "users", None, "exactly the columns")
+    assert found.rows == (0, 1, 2)
+    assert report.counts()["interactions"]["accepted"] == 0, "events of rejected users go too"
+
+
+def test_full_zip_and_bad_band_in_profiles() -> None:
+    interactions, items, users = clean_tables()
+    users.loc[0, schema.REGION] = "85711"
+    users.loc[1, schema.AGE_BAND] = "61"
+    report = check(interactions, items, users)
+    assert failure(report, "users", schema.REGION, "region").rows == (0,)
+    assert failure(report, "users", schema.AGE_BAND, "age band").rows == (1,)
+
+
+def test_duplicate_item_ids_and_bad_item_ids() -> None:
+    interactions, items, users = clean_tables()
+    items = pd.concat([items, items.iloc[[0]]], ignore_index=True)
+    items.loc[2, schema.ITEM_ID] = "three rooms"
+    report = check(interactions, items, users)
+    assert failure(report, "items", schema.ITEM_ID, "repeats an item id").rows == (4,)
+    assert failure(report, "items", schema.ITEM_ID, "1–64").rows == (2,)
+
+
+def test_validating_100k_rows_takes_seconds() -> None:
+    _, items, users = clean_tables()
+    n = 100_000
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame(
+        {
+            schema.USER_ID: rng.choice(users[schema.USER_ID].to_numpy(), n),
+            schema.ITEM_ID: rng.choice(items[schema.ITEM_ID].to_numpy(), n),
+            schema.RATING: rng.integers(1, 6, n).astype("float64"),
+            schema.TIMESTAMP: 880_000_000 + np.arange(n, dtype="int64"),
+        }
+    )
+    report = check(big, items, users)
+    assert report.success, report.messages()
+    assert report.seconds < 30
