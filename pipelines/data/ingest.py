@@ -1,24 +1,30 @@
 """Ingestion: source → privacy → validation → data/ (all rows good) or quarantine/ (any bad).
 
-`python -m pipelines.data.ingest [--batch NAME] [--params params.yaml]`; the Airflow DAG
-calls `ingest(params, batch_name)` instead. data/ changes only when every row of
-every table passes, and then all three files change together; otherwise data/
-stays byte-identical and quarantine/<batch>/ receives the rejected rows with their
-reasons, the rows that passed (nothing is lost), report.json and report.md.
+`python -m pipelines.stages.ingest` is the command; the Airflow DAG calls
+`ingest(params, batch_name)`. An accepted batch replaces all of data/ (its three
+files change together; other files there are kept); a batch with any rejected
+row leaves data/ byte-identical and goes to a new quarantine/<batch>/ folder
+with the rejected rows and their reasons, the rows that passed (nothing is
+lost), report.json and report.md. A quarantine folder is never overwritten.
 
-Exit codes: 0 accepted, 1 rows rejected, 2 the batch could not be read at all.
+The pseudonymisation key is guarded: a fingerprint of the key that wrote data/
+is kept in .secrets/<data folder>.key-fingerprint beside data/ and checked on
+every run, and a missing key is not silently replaced while data/ depends on it
+(`new_key=True` starts over with a new key, every user getting a new pseudonym).
+
+Errors that make the batch unusable (`SourceError`, `PseudonymKeyError`,
+`BatchNameError`) carry one-line messages that quote no value from a data row.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +37,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import paths, schema
+from pipelines.config import IngestParams, Params
 from pipelines.data.ids import id_sort_key
-from pipelines.io import replaced_dir
-from pipelines.config import IngestParams, Params, ParamsError, load_params
-from pipelines.data.privacy import PseudonymKeyError, apply_privacy, load_or_create_key
-from pipelines.data.sources import RawTables, SourceError, read_source
+from pipelines.data.privacy import (
+    KEY_ENV,
+    PUBLIC_DEMO_KEY,
+    PseudonymKeyError,
+    apply_privacy,
+    key_exists,
+    key_fingerprint,
+    key_source,
+    load_or_create_key,
+    read_fingerprint,
+    withhold_contact_data,
+    write_fingerprint,
+)
+from pipelines.data.sources import RawTables, read_source
 from pipelines.data.validate import (
     INTERACTIONS,
     ITEMS,
@@ -44,6 +61,7 @@ from pipelines.data.validate import (
     ValidationReport,
     validate_tables,
 )
+from pipelines.io import replaced_dir
 
 log = logging.getLogger("pipelines.data.ingest")
 
@@ -84,7 +102,7 @@ PARQUET_OPTIONS = {
 
 
 class BatchNameError(ValueError):
-    """The batch name would not make a safe folder name."""
+    """The batch name would not make a safe folder name, or is taken by a quarantine folder."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +117,13 @@ class IngestResult:
     written: tuple[Path, ...]
     quarantine: Path | None
     seconds: float
+    notes: tuple[str, ...] = ()
 
 
 def default_batch_name(now: datetime | None = None) -> str:
-    """UTC timestamp like 20261124T061500Z: sortable and unique enough for daily batches."""
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    """UTC timestamp plus a random tag, like 20261124T061500Z-3f9a: sortable, and two runs
+    in the same second get different names (a clash left over is retried with a new tag)."""
+    return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
 
 def check_batch_name(name: str) -> str:
@@ -214,7 +234,13 @@ def split_rows(frame: pd.DataFrame, reasons: pd.Series) -> tuple[pd.DataFrame, p
     return rows[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
 
 
-def _markdown(batch: str, source: str, report: ValidationReport, files: list[str]) -> str:
+def _markdown(
+    batch: str,
+    source: str,
+    report: ValidationReport,
+    files: list[str],
+    notes: tuple[str, ...] = (),
+) -> str:
     lines = [
         f"# Ingestion batch {batch}: rejected",
         "",
@@ -228,6 +254,9 @@ def _markdown(batch: str, source: str, report: ValidationReport, files: list[str
         f"| {t} | {c['input']} | {c['accepted']} | {c['rejected']} |"
         for t, c in report.counts().items()
     ]
+    if notes:
+        lines += ["", "## What the source did not provide", ""]
+        lines += [f"- {note}" for note in notes]
     lines += ["", "## What failed", ""]
     for finding in report.findings:
         sample = ", ".join(str(r) for r in finding.rows[:10])
@@ -260,38 +289,117 @@ def _markdown(batch: str, source: str, report: ValidationReport, files: list[str
     return "\n".join(lines) + "\n"
 
 
+def _claim(root: Path, batch: str, retry: bool) -> str:
+    """Create quarantine/<batch>/ empty, atomically: a folder that exists is never reused.
+
+    With `retry` (a default name) a clash takes a new random tag; otherwise it is refused.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    name = batch
+    for _ in range(100):
+        try:
+            (root / name).mkdir()
+            return name
+        except FileExistsError:
+            if not retry:
+                raise BatchNameError(
+                    f"{root / name} already exists and is never overwritten; "
+                    "choose another --batch name"
+                ) from None
+            name = f"{batch.rsplit('-', 1)[0]}-{secrets.token_hex(2)}"
+    raise BatchNameError(f"could not find a free quarantine folder name in {root}")
+
+
 def write_quarantine(
     tables: dict[str, pd.DataFrame],
     report: ValidationReport,
     batch: str,
     source: str,
     quarantine_root: Path,
-) -> list[Path]:
-    """quarantine/<batch>/: rejected and accepted rows per table, report.json, report.md."""
+    *,
+    notes: tuple[str, ...] = (),
+    retry: bool = False,
+) -> tuple[Path, list[Path]]:
+    """A new quarantine/<batch>/: rejected and accepted rows per table, report.json, report.md.
+
+    The folder is claimed first (it must not exist; with `retry` a taken name gets a
+    new tag), filled beside it and moved in whole, so it is never half-written and an
+    earlier quarantine is never replaced. Returns the folder and its files.
+    """
     pieces = {t: split_rows(tables[t], report.row_reasons(t)) for t in TABLES}
     for table, (accepted, rejected) in pieces.items():
         assert len(accepted) + len(rejected) == len(tables[table]), f"{table} rows lost"
-
-    def fill(folder: Path) -> list[Path]:
+    name = _claim(quarantine_root, batch, retry)
+    target = quarantine_root / name
+    staging = Path(tempfile.mkdtemp(dir=quarantine_root, prefix=f".staging-{name}."))
+    try:
         written = []
         for table, (accepted, rejected) in pieces.items():
             for kind, frame in (("rejected", rejected), ("accepted", accepted)):
-                path = folder / f"{table}.{kind}.parquet"
+                path = staging / f"{table}.{kind}.parquet"
                 write_table(_readable(frame), path)
-                written.append(path)
-        names = [p.name for p in written]
+                written.append(path.name)
         payload = {
-            "batch": batch,
+            "batch": name,
             "source": source,
             "accepted": False,
             **report.to_dict(),
-            "files": names,
+            "notes": list(notes),
+            "files": written,
         }
-        (folder / "report.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        (folder / "report.md").write_text(_markdown(batch, source, report, names))
-        return [*written, folder / "report.json", folder / "report.md"]
+        (staging / "report.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        (staging / "report.md").write_text(_markdown(name, source, report, written, notes))
+        os.replace(staging, target)  # onto the empty folder claimed above
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        raise
+    return target, [target / n for n in [*written, "report.json", "report.md"]]
 
-    return publish_dir(quarantine_root / batch, fill, keep_others=False)
+
+# ---- the pseudonymisation key ----------------------------------------------------------
+
+
+def fingerprint_path(data_dir: Path) -> Path:
+    """Beside data/, not in it (data/ is tracked by DVC): .secrets/<name>.key-fingerprint."""
+    return data_dir.parent / ".secrets" / f"{data_dir.name}.key-fingerprint"
+
+
+def snapshot_present(data_dir: Path) -> bool:
+    return any((data_dir / name).exists() for name in OUTPUT_NAMES.values())
+
+
+def checked_key(key: bytes | None, key_path: Path, data_dir: Path, new_key: bool) -> bytes:
+    """The key to pseudonymise with, refused when it cannot be the one data/ was written with.
+
+    A missing key is created only when nothing depends on the old one (no snapshot in
+    data_dir, no recorded fingerprint) or `new_key` says to start over; a key whose
+    fingerprint differs from the recorded one is refused unless `new_key`.
+    """
+    recorded_at = fingerprint_path(data_dir)
+    recorded = read_fingerprint(recorded_at)
+    has_data = snapshot_present(data_dir)
+    start_over = "pass --new-key to start over with a new key (every user gets a new pseudonym)"
+    if key is None:
+        if not key_exists(key_path) and (has_data or recorded) and not new_key:
+            raise PseudonymKeyError(
+                f"the pseudonymisation key {key_path} is missing, but {data_dir} holds data "
+                "pseudonymised with it; refusing to create a new key. Restore the key "
+                f"(or set ${KEY_ENV}), or {start_over}"
+            )
+        key = load_or_create_key(key_path)
+    if recorded is not None and recorded != key_fingerprint(key) and not new_key:
+        raise PseudonymKeyError(
+            f"the key from {key_source(key_path)} is not the one {data_dir} was written with "
+            f"(its fingerprint differs from {recorded_at}); restore that key, or {start_over}"
+        )
+    if recorded is None and has_data:
+        log.warning(
+            "no key fingerprint recorded for %s; this key's is recorded when a batch is accepted",
+            data_dir,
+        )
+    return key
 
 
 # ---- the step --------------------------------------------------------------------------
@@ -312,19 +420,30 @@ def ingest(
     downloads: Path | None = None,
     base_dir: Path | None = None,
     now: datetime | None = None,
+    new_key: bool = False,
 ) -> IngestResult:
     """Read the configured source, apply privacy, validate, then publish or quarantine.
 
     Output folders default to pipelines.paths (read at call time); tests pass their own.
     Raises SourceError, PseudonymKeyError or BatchNameError when the batch cannot be
-    read at all; bad rows are not an exception, they are a rejected result.
+    used at all; bad rows (including cells that cannot be read as their type) are not
+    an exception, they are a rejected result.
     """
     started = time.perf_counter()
     cfg = _ingest_params(params)
     now = now or datetime.now(UTC)
-    batch = check_batch_name(batch_name or default_batch_name(now))
     data_dir = data_dir or paths.DATA
     quarantine_dir = quarantine_dir or paths.QUARANTINE
+    batch = check_batch_name(batch_name or default_batch_name(now))
+    if batch_name is not None and (quarantine_dir / batch).exists():
+        raise BatchNameError(
+            f"{quarantine_dir / batch} already exists and is never overwritten; "
+            "choose another --batch name"
+        )
+    if key is None and cfg.source == "movielens" and not os.environ.get(KEY_ENV):
+        key = PUBLIC_DEMO_KEY  # public data, public key: reproducible on every machine
+        log.info("batch %s: MovieLens demo, pseudonymised with the public demo key", batch)
+    key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, new_key)
 
     t0 = time.perf_counter()
     raw: RawTables = read_source(cfg, downloads or paths.DOWNLOADS, base_dir or paths.ROOT)
@@ -335,11 +454,16 @@ def ingest(
         raw.origin,
         time.perf_counter() - t0,
     )
+    for note in raw.notes:
+        log.info("batch %s: %s", batch, note)
 
-    key = key if key is not None else load_or_create_key(key_path or paths.PSEUDONYM_KEY)
+    screened, withheld = withhold_contact_data(raw.users)
     users, interactions = apply_privacy(
-        raw.users, raw.interactions, key, cfg.age_bands, cfg.region_digits
+        screened, raw.interactions, key, cfg.age_bands, cfg.region_digits
     )
+    problems = {table: dict(columns) for table, columns in raw.problems.items()}
+    if withheld:
+        problems.setdefault(USERS, {}).update(withheld)
     tables = {INTERACTIONS: interactions, ITEMS: raw.items, USERS: users}
 
     report = validate_tables(
@@ -350,6 +474,8 @@ def ingest(
         bands=cfg.age_bands,
         region_digits=cfg.region_digits,
         now=now,
+        ratings_required=raw.ratings_required,
+        problems=problems,
     )
     counts = report.counts()
     for table in TABLES:
@@ -359,18 +485,29 @@ def ingest(
     t0 = time.perf_counter()
     if report.success:
         written = write_snapshot(tables, data_dir)
+        if read_fingerprint(fingerprint_path(data_dir)) != key_fingerprint(key):
+            write_fingerprint(fingerprint_path(data_dir), key)
         quarantine = None
         log.info(
-            "batch %s: wrote %s in %.1fs",
+            "batch %s: replaced %s with %s in %.1fs",
             batch,
-            ", ".join(str(p) for p in written),
+            data_dir,
+            ", ".join(p.name for p in written),
             time.perf_counter() - t0,
         )
     else:
-        written = write_quarantine(tables, report, batch, raw.origin, quarantine_dir)
-        quarantine = quarantine_dir / batch
+        quarantine, written = write_quarantine(
+            tables,
+            report,
+            batch,
+            raw.origin,
+            quarantine_dir,
+            notes=raw.notes,
+            retry=batch_name is None,
+        )
+        batch = quarantine.name
         log.warning(
-            "batch %s: %d expectation(s) failed; %s left unchanged, quarantined to %s in %.1fs",
+            "batch %s: %d check(s) failed; %s left unchanged, quarantined to %s in %.1fs",
             batch,
             len(report.findings),
             data_dir,
@@ -380,7 +517,15 @@ def ingest(
     seconds = time.perf_counter() - started
     log.info("batch %s: done in %.1fs", batch, seconds)
     return IngestResult(
-        batch, report.success, raw.origin, counts, report, tuple(written), quarantine, seconds
+        batch,
+        report.success,
+        raw.origin,
+        counts,
+        report,
+        tuple(written),
+        quarantine,
+        seconds,
+        raw.notes,
     )
 
 
@@ -392,7 +537,10 @@ def summary(result: IngestResult) -> str:
         lines.append(
             f"  {table}: {c['input']} read, {c['accepted']} accepted, {c['rejected']} rejected"
         )
+    lines += [f"  note: {note}" for note in result.notes]
     if result.accepted:
+        folder = result.written[0].parent if result.written else "data/"
+        lines.append(f"{folder} replaced whole by this batch:")
         lines += [f"  wrote {p}" for p in result.written]
     else:
         lines.append("failed expectations:")

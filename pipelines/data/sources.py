@@ -1,8 +1,16 @@
 """Source adapters: whatever the source, out come the canonical tables (design.md §2).
 
-Adapters only reshape and type the data; they never drop or repair rows, so every
-bad row reaches validation and is quarantined with a reason instead of vanishing.
-A file that cannot be read as the declared format at all is a `SourceError`.
+Bad rows are rejected, not batches. Adapters only reshape and type the data; they
+never drop or repair rows. A cell that cannot be read as its column's type (a
+rating of "great", a timestamp of 1e20 or "yesterday", an age of inf, a year of
+1e30) becomes a missing value and its row is recorded in `RawTables.problems`, so
+validation rejects that row, with the reason the contract gives, and quarantines
+it; the other rows are judged on their own. Only a source that cannot be used at
+all is a `SourceError` and refuses the whole batch: a missing file, a directory
+named as a file, a file that is not the declared format, a required column that
+is missing, a column mapping that does not resolve.
+
+Messages here name files, columns and row counts, never values from data rows.
 
 Tables leave here *before* privacy: users still carry raw `age` and `zip`, which
 `pipelines.data.privacy.apply_privacy` removes before anything is written.
@@ -16,9 +24,10 @@ import io
 import logging
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +35,15 @@ import pandas as pd
 
 from pipelines import paths, schema
 from pipelines.config import IngestParams, TableSource
+from pipelines.data.contract import FEEDBACK_MODES, INTERACTIONS, ITEMS, MAX_AGE, USERS
 from pipelines.data.privacy import RAW_AGE, RAW_ZIP, UNKNOWN
 
 log = logging.getLogger(__name__)
 
 RAW_USER_COLUMNS = (schema.USER_ID, RAW_AGE, schema.GENDER, schema.OCCUPATION, RAW_ZIP)
 MAPPABLE_COLUMNS = frozenset(schema.INTERACTION_COLUMNS + schema.ITEM_COLUMNS + RAW_USER_COLUMNS)
+# largest magnitude kept for whole-number columns: anything beyond cannot be an int64
+_INT_LIMIT = 2.0**62
 
 RECBOLE_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.{kind}"
 MOVIELENS_SHA256 = {
@@ -62,19 +74,30 @@ MOVIELENS_COLUMNS = {
 }
 MOVIELENS_GENRE_SEPARATOR = " "
 
+# table -> column -> row positions whose cell could not be read as its type
+Problems = dict[str, dict[str, list[int]]]
+
 
 class SourceError(RuntimeError):
-    """The source cannot be read as declared: missing file, wrong checksum, missing column."""
+    """The source cannot be used: missing file, wrong checksum, missing or unmapped column."""
 
 
 @dataclass(frozen=True)
 class RawTables:
-    """The three canonical tables as read, before privacy and validation."""
+    """The three canonical tables as read, before privacy and validation.
+
+    `problems` lists the cells that could not be read (their rows are rejected);
+    `notes` says what the source did not provide and what was used instead;
+    `ratings_required` is True for explicit feedback (a blank rating is rejected).
+    """
 
     interactions: pd.DataFrame
     items: pd.DataFrame
     users: pd.DataFrame
     origin: str
+    problems: Problems = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    ratings_required: bool = True
 
     def counts(self) -> dict[str, int]:
         return {
@@ -90,21 +113,54 @@ def read_source(
     """The adapter named by `ingest.source`; relative table paths resolve against base_dir."""
     if params.source == "movielens":
         return read_movielens(params.movielens.recbole_version, downloads)
-    return read_table_source(params.table, base_dir)
+    return read_table_source(params.table, base_dir, feedback=feedback_mode(params))
+
+
+def feedback_mode(params: IngestParams) -> str:
+    """`ingest.feedback`: auto (explicit when there is a rating column), explicit or implicit."""
+    mode = getattr(params, "feedback", "auto")
+    if mode not in FEEDBACK_MODES:
+        raise SourceError(f"ingest.feedback must be one of {', '.join(FEEDBACK_MODES)}")
+    return mode
 
 
 # ---- column coercion shared by every adapter ------------------------------------
 
 
+def _cell_text(value: object) -> str | None:
+    """One id or label as text; missing, blank or non-finite cells are None.
+
+    Integral floats (a Parquet int column with nulls) lose their ".0"; bytes are
+    decoded as UTF-8.
+    """
+    if isinstance(value, str):
+        return value.strip() or None
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").strip() or None
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not np.isfinite(number):
+            return None
+        return str(int(number)) if number == int(number) else repr(number)
+    try:
+        if bool(pd.isna(value)):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value).strip() or None
+
+
 def _as_id(values: pd.Series) -> pd.Series:
-    """Ids as str; integral floats (a Parquet int column with nulls) lose their ".0"."""
-    if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if (finite == np.floor(finite)).all():
-            values = values.astype("Int64")
-    out = values.astype(object).where(values.notna(), None)
-    text = out.map(lambda v: None if v is None else str(v).strip(), na_action="ignore")
-    return text.where(text.notna() & (text != ""), None).astype(object)
+    """Ids as str (or None), whatever type the file gave them."""
+    return pd.Series(
+        [_cell_text(v) for v in values.astype(object)], index=values.index, dtype=object
+    )
 
 
 def _as_text(values: pd.Series, default: str | None = None) -> pd.Series:
@@ -112,74 +168,147 @@ def _as_text(values: pd.Series, default: str | None = None) -> pd.Series:
     return text if default is None else text.where(text.notna(), default).astype(object)
 
 
-def _unparseable(values: pd.Series, parsed: pd.Series) -> pd.Series:
-    original = values.astype(object)
-    blank = original.isna() | original.map(lambda v: isinstance(v, str) and not v.strip())
-    return parsed.isna() & ~blank
+def _as_label(values: pd.Series) -> pd.Series:
+    """Profile labels: blank, missing or any spelling of "unknown" is the one placeholder."""
+    text = _as_text(values, UNKNOWN)
+    return text.map(lambda t: UNKNOWN if t.lower() == UNKNOWN else t).astype(object)
 
 
-def _fail_unparseable(table: str, column: str, values: pd.Series, bad: pd.Series) -> None:
-    rows = list(values.index[bad][:5])
-    samples = [repr(values[r]) for r in rows]
-    raise SourceError(
-        f"{table}.{column}: {int(bad.sum())} values are not numbers "
-        f"(rows {rows}: {', '.join(samples)}); fix the file or the column mapping"
-    )
+def _blank(values: pd.Series) -> np.ndarray:
+    """Cells that hold nothing: null, NaN, empty or whitespace-only text."""
+    return np.array([_cell_text(v) is None and not _is_nonfinite(v) for v in values], dtype=bool)
 
 
-def _as_float(values: pd.Series, table: str, column: str) -> pd.Series:
-    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-    bad = _unparseable(values, parsed)
-    if bad.any():
-        _fail_unparseable(table, column, values, bad)
-    return parsed
+def _is_nonfinite(value: object) -> bool:
+    return isinstance(value, float | np.floating) and np.isinf(value)
 
 
-def _as_year(values: pd.Series) -> pd.Series:
-    """Years as nullable ints; text such as "unknown" means no year, since year is only a
-    description (MovieLens itself has "unkonwn" and "V" in this column)."""
-    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
-    unreadable = int(_unparseable(values, parsed).sum())
-    if unreadable:
-        log.info("items.year: %d non-numeric values read as missing", unreadable)
-    return np.floor(parsed).astype("Int64")
+def _to_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
 
 
-def _as_age(values: pd.Series) -> pd.Series:
-    """Ages as nullable ints; an unreadable age becomes the "unknown" band later, not a crash."""
-    return np.floor(pd.to_numeric(values, errors="coerce").astype("float64")).astype("Int64")
+def _numbers(values: pd.Series) -> pd.Series:
+    """Cells as float64; anything that is not a number is NaN (told apart from blanks later)."""
+    values = values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
+    if pd.api.types.is_bool_dtype(values):
+        values = values.astype("float64")
+    try:
+        parsed = pd.to_numeric(values, errors="coerce")
+        return pd.Series(np.asarray(parsed, dtype="float64"), index=values.index)
+    except (TypeError, ValueError, OverflowError):
+        return pd.Series([_to_float(v) for v in values], index=values.index, dtype="float64")
 
 
-def _as_unix_seconds(values: pd.Series, table: str) -> pd.Series:
-    """Unix seconds, or ISO date-times converted to them, so exports of either kind work.
+def _says_unknown(values: pd.Series) -> np.ndarray:
+    return np.array([isinstance(v, str) and v.strip().lower() == UNKNOWN for v in values])
 
-    The column stays nullable (Int64) so a missing timestamp is one rejected row, not a crash.
-    """
-    seconds = pd.to_numeric(values, errors="coerce").astype("float64")
-    textual = _unparseable(values, seconds)
-    if textual.any():
-        stamps = pd.to_datetime(values[textual], errors="coerce", utc=True, format="ISO8601")
-        seconds[textual] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    bad = _unparseable(values, seconds)
-    if bad.any():
-        rows = list(values.index[bad][:5])
-        raise SourceError(
-            f"{table}.{schema.TIMESTAMP}: {int(bad.sum())} values are neither Unix seconds nor "
-            f"ISO date-times (rows {rows}: {', '.join(repr(values[r]) for r in rows)})"
+
+def _record(problems: Problems, table: str, column: str, bad: np.ndarray) -> None:
+    rows = [int(i) for i in np.flatnonzero(bad)]
+    if rows:
+        problems.setdefault(table, {})[column] = rows
+        log.info(
+            "%s.%s: %d cells are not readable numbers; their rows are rejected",
+            table,
+            column,
+            len(rows),
         )
-    return np.floor(seconds).astype("Int64")
+
+
+def _whole(parsed: pd.Series, bad: np.ndarray) -> pd.Series:
+    """Floored nullable ints; bad cells and values no int64 can hold become missing."""
+    keep = parsed.notna().to_numpy() & ~bad
+    out = pd.Series(pd.NA, index=parsed.index, dtype="Int64")
+    out[keep] = np.floor(parsed[keep].to_numpy()).astype("int64")
+    return out
+
+
+def _as_float(values: pd.Series, problems: Problems, table: str, column: str) -> pd.Series:
+    """Floats; a cell that is not a finite number is missing and its row recorded."""
+    parsed = _numbers(values)
+    bad = ~_blank(values) & ~np.isfinite(parsed.to_numpy())
+    _record(problems, table, column, bad)
+    return parsed.where(~bad, np.nan)
+
+
+def _as_year(values: pd.Series, problems: Problems) -> pd.Series:
+    """Years as nullable ints. A date (Parquet date/timestamp or ISO text) gives its year;
+    other text such as "unknown" means no year, since year is only a description
+    (MovieLens itself has "unkonwn" and "V" in this column). A number that is not
+    finite or overflows (1e30) is a bad cell: its row is rejected."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.year.astype("Int64")
+    parsed = _numbers(values)
+    text = ~_blank(values) & parsed.isna().to_numpy()
+    if text.any():
+        dates = pd.to_datetime(
+            values[text].astype(object), errors="coerce", utc=True, format="ISO8601"
+        )
+        parsed[text] = dates.dt.year.astype("float64")
+        unreadable = int(parsed[text].isna().sum())
+        if unreadable:
+            log.info("items.year: %d non-numeric values read as missing", unreadable)
+    finite = np.isfinite(parsed.to_numpy())
+    bad = parsed.notna().to_numpy() & (
+        ~finite | (np.abs(parsed.fillna(0).to_numpy()) >= _INT_LIMIT)
+    )
+    _record(problems, ITEMS, schema.YEAR, bad)
+    return _whole(parsed, bad)
+
+
+def _as_age(values: pd.Series, problems: Problems) -> pd.Series:
+    """Ages as nullable ints; blank (or "unknown") is the unknown band later. An age that
+    is not a number of years from 0 to MAX_AGE is a bad cell: its row is rejected."""
+    parsed = _numbers(values)
+    present = ~_blank(values) & ~_says_unknown(values)
+    number = parsed.to_numpy()
+    with np.errstate(invalid="ignore"):
+        in_range = np.isfinite(number) & (number >= 0) & (number <= MAX_AGE)
+    bad = present & ~in_range
+    _record(problems, USERS, RAW_AGE, bad)
+    return _whole(parsed, bad | ~present)
+
+
+def _as_unix_seconds(values: pd.Series, problems: Problems) -> pd.Series:
+    """Unix seconds, or date-times (ISO text, Parquet timestamps or dates) converted to them.
+
+    The column stays nullable (Int64): a missing timestamp is a rejected row, and so
+    is one that is neither (1e20, inf, "yesterday")."""
+    epoch = pd.Timestamp(0, tz="UTC")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = values if values.dt.tz is not None else values.dt.tz_localize("UTC")
+        seconds = (stamps - epoch).dt.total_seconds().astype("float64")
+        return _whole(seconds, np.zeros(len(values), dtype=bool))
+    seconds = _numbers(values)
+    blank = _blank(values)
+    textual = ~blank & seconds.isna().to_numpy()
+    if textual.any():
+        stamps = pd.to_datetime(
+            values[textual].astype(object), errors="coerce", utc=True, format="ISO8601"
+        )
+        seconds[textual] = (stamps - epoch).dt.total_seconds().astype("float64")
+    number = seconds.fillna(np.nan).to_numpy()
+    with np.errstate(invalid="ignore"):
+        readable = np.isfinite(number) & (np.abs(number) < _INT_LIMIT)
+    bad = ~blank & ~readable
+    _record(problems, INTERACTIONS, schema.TIMESTAMP, bad)
+    return _whole(seconds, bad)
 
 
 def _as_genres(values: pd.Series, separator: str) -> pd.Series:
     """Genres as list[str]; a string is split on the separator, a list (Parquet) kept."""
 
     def parse(value: object) -> list[str]:
-        if value is None or (np.isscalar(value) and pd.isna(value)):
-            return []
         if isinstance(value, str):
             parts = value.split(separator) if separator != " " else value.split()
             return [p.strip() for p in parts if p.strip()]
-        return [str(v).strip() for v in value if v is not None and str(v).strip()]
+        if isinstance(value, list | tuple | np.ndarray):
+            return [t for t in (_cell_text(v) for v in value) if t is not None]
+        text = _cell_text(value)
+        return [] if text is None else [text]
 
     return values.astype(object).map(parse).astype(object)
 
@@ -188,8 +317,10 @@ def _column(df: pd.DataFrame, name: str) -> pd.Series | None:
     return df[name] if name in df.columns else None
 
 
-def canonical_interactions(df: pd.DataFrame) -> pd.DataFrame:
+def canonical_interactions(df: pd.DataFrame, problems: Problems | None = None) -> pd.DataFrame:
     """Interactions with the canonical columns and dtypes; rating may be absent (implicit)."""
+    problems = {} if problems is None else problems
+    df = df.reset_index(drop=True)
     _require(df, "interactions", (schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP))
     rating = _column(df, schema.RATING)
     return pd.DataFrame(
@@ -197,17 +328,21 @@ def canonical_interactions(df: pd.DataFrame) -> pd.DataFrame:
             schema.USER_ID: _as_id(df[schema.USER_ID]),
             schema.ITEM_ID: _as_id(df[schema.ITEM_ID]),
             schema.RATING: (
-                _as_float(rating, "interactions", schema.RATING)
+                _as_float(rating, problems, INTERACTIONS, schema.RATING)
                 if rating is not None
                 else pd.Series(np.nan, index=df.index, dtype="float64")
             ),
-            schema.TIMESTAMP: _as_unix_seconds(df[schema.TIMESTAMP], "interactions"),
+            schema.TIMESTAMP: _as_unix_seconds(df[schema.TIMESTAMP], problems),
         }
-    ).reset_index(drop=True)
+    )
 
 
-def canonical_items(df: pd.DataFrame, genre_separator: str) -> pd.DataFrame:
+def canonical_items(
+    df: pd.DataFrame, genre_separator: str, problems: Problems | None = None
+) -> pd.DataFrame:
     """Items with canonical dtypes; a missing title falls back to the id, which is honest text."""
+    problems = {} if problems is None else problems
+    df = df.reset_index(drop=True)
     _require(df, "items", (schema.ITEM_ID,))
     ids = _as_id(df[schema.ITEM_ID])
     title = _column(df, schema.TITLE)
@@ -219,7 +354,7 @@ def canonical_items(df: pd.DataFrame, genre_separator: str) -> pd.DataFrame:
             schema.ITEM_ID: ids,
             schema.TITLE: title.astype(object),
             schema.YEAR: (
-                _as_year(year)
+                _as_year(year, problems)
                 if year is not None
                 else pd.Series(pd.NA, index=df.index, dtype="Int64")
             ),
@@ -229,31 +364,40 @@ def canonical_items(df: pd.DataFrame, genre_separator: str) -> pd.DataFrame:
                 else pd.Series([[] for _ in range(len(df))], index=df.index, dtype=object)
             ),
         }
-    ).reset_index(drop=True)
+    )
 
 
-def canonical_users(df: pd.DataFrame) -> pd.DataFrame:
+def canonical_users(df: pd.DataFrame, problems: Problems | None = None) -> pd.DataFrame:
     """Raw users with canonical dtypes; unknown profile fields say "unknown", never a guess."""
+    problems = {} if problems is None else problems
+    df = df.reset_index(drop=True)
     _require(df, "users", (schema.USER_ID,))
     unknown = pd.Series(UNKNOWN, index=df.index, dtype=object)
     age = _column(df, RAW_AGE)
     zip_code = _column(df, RAW_ZIP)
 
-    def text(name: str) -> pd.Series:
+    def label(name: str) -> pd.Series:
         col = _column(df, name)
-        return unknown if col is None else _as_text(col, UNKNOWN)
+        return unknown if col is None else _as_label(col)
 
     return pd.DataFrame(
         {
             schema.USER_ID: _as_id(df[schema.USER_ID]),
             RAW_AGE: (
-                _as_age(age) if age is not None else pd.Series(pd.NA, index=df.index, dtype="Int64")
+                _as_age(age, problems)
+                if age is not None
+                else pd.Series(pd.NA, index=df.index, dtype="Int64")
             ),
-            schema.GENDER: text(schema.GENDER),
-            schema.OCCUPATION: text(schema.OCCUPATION),
-            RAW_ZIP: unknown if zip_code is None else _as_text(zip_code),
+            schema.GENDER: label(schema.GENDER),
+            schema.OCCUPATION: label(schema.OCCUPATION),
+            # no zip is None here; privacy turns it into the one "unknown" region
+            RAW_ZIP: (
+                pd.Series(None, index=df.index, dtype=object)
+                if zip_code is None
+                else _as_text(zip_code)
+            ),
         }
-    ).reset_index(drop=True)
+    )
 
 
 def items_from_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
@@ -272,46 +416,149 @@ def _require(df: pd.DataFrame, table: str, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise SourceError(
-            f"{table} table lacks required column(s) {missing}; it has {list(df.columns)}"
+            f"{table} table lacks required column(s) {missing}; it has {len(df.columns)} "
+            "columns, none with that name"
         )
 
 
 # ---- generic CSV / Parquet tables ------------------------------------------------
 
 
+def _read_error(path: Path, err: Exception) -> SourceError:
+    """What went wrong, without quoting the file: parser messages can carry cell values."""
+    if isinstance(err, UnicodeDecodeError):
+        what = f"is not UTF-8 text (a bad byte at offset {err.start})"
+    elif isinstance(err, pd.errors.EmptyDataError):
+        what = "is empty"
+    elif isinstance(err, pd.errors.ParserError):
+        line = next((w for w in str(err).split() if w.rstrip(",").isdigit()), None)
+        where = f" (near line {line.rstrip(',')})" if line else ""
+        what = f"is not well-formed CSV: rows have different numbers of fields{where}"
+    elif path.suffix.lower() in {".parquet", ".pq"}:
+        what = f"is not a readable Parquet file ({type(err).__name__})"
+    else:
+        what = f"cannot be read ({type(err).__name__})"
+    return SourceError(f"{path} {what}")
+
+
 def read_frame(path: Path) -> pd.DataFrame:
     """A CSV/TSV or Parquet file as read; CSV cells stay text so ids keep leading zeros."""
-    if not path.is_file():
+    if path.is_dir():
+        raise SourceError(f"{path} is a directory, not a file: name a .csv, .tsv or .parquet file")
+    if not path.exists():
         raise SourceError(f"{path} does not exist")
+    if not path.is_file():
+        raise SourceError(f"{path} is not a regular file")
     suffix = path.suffix.lower()
+    if suffix not in {".parquet", ".pq", ".csv", ".tsv"}:
+        raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
     try:
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(path)
-        if suffix in {".csv", ".tsv"}:
+            frame = pd.read_parquet(path)
+            for column in frame.columns:
+                if isinstance(frame[column].dtype, pd.CategoricalDtype):
+                    frame[column] = frame[column].astype(object)
+            return frame
+        with warnings.catch_warnings():
+            # more fields than header names would otherwise shift every value silently
+            warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(
                 path,
                 sep="\t" if suffix == ".tsv" else ",",
                 dtype=str,
                 keep_default_na=False,
                 na_values=[""],
+                encoding="utf-8-sig",
+                index_col=False,
             )
+    except pd.errors.ParserWarning as err:
+        raise _read_error(path, pd.errors.ParserError(str(err))) from err
     except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise SourceError(f"cannot read {path}: {err}") from err
-    raise SourceError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv or .parquet)")
-
-
-def _rename(df: pd.DataFrame, mapping: dict[str, str], wanted: tuple[str, ...]) -> pd.DataFrame:
-    """Source columns renamed to canonical names; unmapped canonical names map to themselves."""
-    renames = {mapping.get(c, c): c for c in wanted if mapping.get(c, c) in df.columns}
-    return df[list(renames)].rename(columns=renames)
+        raise _read_error(path, err) from err
+    except Exception as err:  # pyarrow raises its own types for a broken file
+        if type(err).__module__.startswith("pyarrow"):
+            raise _read_error(path, err) from err
+        raise
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def read_table_source(source: TableSource, base_dir: Path = paths.ROOT) -> RawTables:
-    """Your own logs: files named in `ingest.table`, columns renamed by `ingest.table.columns`."""
+def _explicit(mapping: dict[str, str], column: str) -> bool:
+    """A mapping to another name is the user's own; `rating: rating` is only the default."""
+    return mapping.get(column, column) != column
+
+
+def _select(
+    raw: pd.DataFrame,
+    full: Path,
+    table: str,
+    mapping: dict[str, str],
+    wanted: tuple[str, ...],
+    required: tuple[str, ...],
+) -> tuple[pd.DataFrame, list[str]]:
+    """The wanted columns renamed to canonical names, and the optional ones not there.
+
+    Refuses, naming them, a required column that is missing, a mapped column that
+    is missing, and two canonical columns read from one source column.
+    """
+    names = {c: mapping.get(c, c) for c in wanted}
+    readers: dict[str, list[str]] = {}
+    for canonical, name in names.items():
+        readers.setdefault(name, []).append(canonical)
+    shared = {name: cs for name, cs in readers.items() if len(cs) > 1 and name in raw.columns}
+    if shared:
+        name, cs = next(iter(shared.items()))
+        raise SourceError(
+            f"ingest.table.columns: {' and '.join(cs)} would both be read from column {name!r} "
+            f"of {full}; map each to its own column"
+        )
+    missing = [
+        c
+        for c in wanted
+        if names[c] not in raw.columns and (c in required or _explicit(mapping, c))
+    ]
+    if missing:
+        mapped = ", from ingest.table.columns"
+        named = ", ".join(
+            f"{names[c]!r} (for {c}{mapped if _explicit(mapping, c) else ''})" for c in missing
+        )
+        hint = (
+            "; none of the expected names is there: is the header row missing?"
+            if not any(n in raw.columns for n in names.values())
+            else "; check the header row and ingest.table.columns"
+        )
+        raise SourceError(
+            f"{full}: the {table} file has no column {named} "
+            f"(it has {len(raw.columns)} columns){hint}"
+        )
+    absent = [c for c in wanted if names[c] not in raw.columns]
+    present = {names[c]: c for c in wanted if names[c] in raw.columns}
+    return raw[list(present)].rename(columns=present), absent
+
+
+ABSENT_MEANS = {
+    schema.RATING: "no ratings: implicit feedback",
+    schema.TITLE: "each title is the item id",
+    schema.YEAR: "no years",
+    schema.GENRES: "no genres",
+    RAW_AGE: f"age band {UNKNOWN}",
+    schema.GENDER: f"gender {UNKNOWN}",
+    schema.OCCUPATION: f"occupation {UNKNOWN}",
+    RAW_ZIP: f"region {UNKNOWN}",
+}
+
+
+def read_table_source(
+    source: TableSource, base_dir: Path = paths.ROOT, *, feedback: str = "auto"
+) -> RawTables:
+    """Your own logs: files named in `ingest.table`, columns renamed by `ingest.table.columns`.
+
+    Every column mapped to another name must exist in its file; optional columns
+    that are neither mapped nor present are filled with their defaults and listed
+    in `RawTables.notes`.
+    """
     unknown = sorted(set(source.columns) - MAPPABLE_COLUMNS)
     if unknown:
         raise SourceError(
@@ -323,6 +570,20 @@ def read_table_source(source: TableSource, base_dir: Path = paths.ROOT) -> RawTa
             "ingest.table.interactions must name a file when ingest.source is 'table'"
         )
     mapping = dict(source.columns)
+    for columns, file, key in (
+        (schema.ITEM_COLUMNS, source.items, "items"),
+        (RAW_USER_COLUMNS, source.users, "users"),
+    ):
+        orphans = [
+            c for c in columns if c not in schema.INTERACTION_COLUMNS and _explicit(mapping, c)
+        ]
+        if file is None and orphans:
+            raise SourceError(
+                f"ingest.table.columns maps {', '.join(orphans)}, but ingest.table.{key} "
+                "names no file to read them from"
+            )
+    problems: Problems = {}
+    notes: list[str] = []
 
     def load(
         path: Path,
@@ -330,43 +591,61 @@ def read_table_source(source: TableSource, base_dir: Path = paths.ROOT) -> RawTa
         wanted: tuple[str, ...],
         required: tuple[str, ...],
         canon: Callable[[pd.DataFrame], pd.DataFrame],
-    ) -> pd.DataFrame:
+    ) -> tuple[pd.DataFrame, list[str]]:
         full = _resolve(path, base_dir)
-        raw = read_frame(full)
-        missing = [c for c in required if mapping.get(c, c) not in raw.columns]
-        if missing:
-            named = ", ".join(f"{mapping.get(c, c)!r} (for {c})" for c in missing)
-            raise SourceError(
-                f"{full}: {table} file lacks column {named}; it has {list(raw.columns)}"
-            )
-        frame = canon(_rename(raw, mapping, wanted))
+        frame, absent = _select(read_frame(full), full, table, mapping, wanted, required)
+        frame = canon(frame)
+        notes.extend(f"{table}.{c} not in the source ({ABSENT_MEANS[c]})" for c in absent)
         log.info("read %d %s rows from %s", len(frame), table, full)
-        return frame
+        return frame, absent
 
-    interactions = load(
+    interactions, absent = load(
         source.interactions,
-        "interactions",
+        INTERACTIONS,
         schema.INTERACTION_COLUMNS,
         (schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP),
-        canonical_interactions,
+        lambda df: canonical_interactions(df, problems),
     )
-    items = (
-        load(
+    has_ratings = schema.RATING not in absent
+    if feedback == "explicit" and not has_ratings:
+        raise SourceError(
+            f"ingest.feedback is explicit, but {_resolve(source.interactions, base_dir)} "
+            f"has no rating column ({mapping.get(schema.RATING, schema.RATING)!r})"
+        )
+    ratings_required = feedback == "explicit" or (feedback == "auto" and has_ratings)
+    if has_ratings and not ratings_required:
+        notes.append("interactions.rating: implicit feedback declared, blank ratings allowed")
+    if source.items is not None:
+        items, _ = load(
             source.items,
-            "items",
+            ITEMS,
             schema.ITEM_COLUMNS,
             (schema.ITEM_ID,),
-            lambda df: canonical_items(df, source.genre_separator),
+            lambda df: canonical_items(df, source.genre_separator, problems),
         )
-        if source.items is not None
-        else items_from_interactions(interactions)
+    else:
+        items = items_from_interactions(interactions)
+        notes.append("no items file: each title is the item id, no years or genres")
+    if source.users is not None:
+        users, _ = load(
+            source.users,
+            USERS,
+            RAW_USER_COLUMNS,
+            (schema.USER_ID,),
+            lambda df: canonical_users(df, problems),
+        )
+    else:
+        users = users_from_interactions(interactions)
+        notes.append(f"no users file: every profile field is {UNKNOWN}")
+    return RawTables(
+        interactions,
+        items,
+        users,
+        origin=f"table:{source.interactions}",
+        problems=problems,
+        notes=tuple(notes),
+        ratings_required=ratings_required,
     )
-    users = (
-        load(source.users, "users", RAW_USER_COLUMNS, (schema.USER_ID,), canonical_users)
-        if source.users is not None
-        else users_from_interactions(interactions)
-    )
-    return RawTables(interactions, items, users, origin=f"table:{source.interactions}")
 
 
 # ---- MovieLens-100K from the recbole wheel ---------------------------------------
@@ -446,11 +725,14 @@ def read_movielens(version: str = "1.2.1", downloads: Path = paths.DOWNLOADS) ->
             f"{wheel} is not a valid wheel ({err}); delete it to re-download"
         ) from err
     frames = {kind: parse_atomic_file(payload, kind) for kind, payload in payloads.items()}
+    problems: Problems = {}
     tables = RawTables(
-        interactions=canonical_interactions(frames["inter"]),
-        items=canonical_items(frames["item"], MOVIELENS_GENRE_SEPARATOR),
-        users=canonical_users(frames["user"]),
+        interactions=canonical_interactions(frames["inter"], problems),
+        items=canonical_items(frames["item"], MOVIELENS_GENRE_SEPARATOR, problems),
+        users=canonical_users(frames["user"], problems),
         origin=f"movielens-100k:{wheel.name}",
+        problems=problems,
+        ratings_required=True,
     )
     log.info("read MovieLens-100K from %s: %s", wheel, tables.counts())
     return tables

@@ -1,74 +1,75 @@
-"""Data contract of the canonical tables, as a Great Expectations 1.x suite defined in code.
+"""Runs the data contract (`pipelines.data.contract`) through Great Expectations 1.x.
 
-Every expectation carries the reason it exists (in its `meta` and `notes`), so a
-failed batch explains itself in plain words instead of in expectation names.
-Great Expectations stays behind `run_rules`; everything else here and in the
-callers works on plain DataFrames and the `ValidationReport` dataclass.
+The contract declares every check and its reason; here each `Rule` becomes an
+expectation that carries that reason in its `meta` and `notes`, the suite runs
+on each table, and failures become plain words in a `ValidationReport`. Great
+Expectations stays behind `run_rules`; everything else works on plain
+DataFrames and dataclasses. Messages name tables, columns and row numbers, never
+a value from a row.
 
 Verdicts are per row: a bad row is rejected with its reasons, its neighbours are
-not. Items and users are checked first, then interactions against the items and
-users that passed, so the rows that pass always form a consistent snapshot.
+not. Cells the source could not read (`ValueRule`s, found before validation)
+reject their rows the same way. Items and users are checked first, then
+interactions against the items and users that passed, so the rows that pass
+always form a consistent snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines import schema
-from pipelines.data.privacy import PSEUDONYM_PATTERN, UNKNOWN, band_labels
+from pipelines.data.contract import (
+    EARLIEST_TIMESTAMP,
+    INTERACTIONS,
+    ITEMS,
+    TABLES,
+    USERS,
+    Rule,
+    ValueRule,
+    interaction_rules,
+    item_rules,
+    user_rules,
+    value_rules,
+)
+
+__all__ = [
+    "EARLIEST_TIMESTAMP",
+    "INTERACTIONS",
+    "ITEMS",
+    "TABLES",
+    "USERS",
+    "Finding",
+    "ValidationReport",
+    "expectation_for",
+    "run_rules",
+    "validate_tables",
+]
 
 log = logging.getLogger(__name__)
 
-INTERACTIONS, ITEMS, USERS = "interactions", "items", "users"
-TABLES = (INTERACTIONS, ITEMS, USERS)
 NOUNS = {
     INTERACTIONS: ("interaction", "interactions"),
     ITEMS: ("item", "items"),
     USERS: ("user", "users"),
 }
-
-EARLIEST_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z
-EARLIEST_YEAR = 1800
-ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-INT_TYPES = ["int64", "Int64Dtype"]
-FLOAT_TYPES = ["float64", "float32"]
 RESULT_FORMAT = {"result_format": "COMPLETE"}
 SAMPLE_ROWS = 20
 
 _SINGULAR = {"have": "has", "are": "is", "repeat": "repeats", "refer": "refers"}
 
-Scope = Literal["rows", "table"]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One expectation plus what a failure means in plain words.
-
-    `problem` is a plural verb phrase about rows ("have a rating outside 1–5") for
-    row rules, or a clause about the table ("has no rows") for table rules.
-    `keep_first` names the key of a uniqueness rule: the first copy is the real
-    record, only the repeats are rejected.
-    """
-
-    table: str
-    expectation: Any
-    problem: str
-    reason: str
-    scope: Scope = "rows"
-    keep_first: tuple[str, ...] = ()
-
-    @property
-    def column(self) -> str | None:
-        return getattr(self.expectation, "column", None)
+# table -> column -> row positions of cells the source could not read
+Problems = Mapping[str, Mapping[str, Sequence[int]]]
 
 
 @dataclass(frozen=True)
@@ -155,393 +156,16 @@ def _gx():
     return gx
 
 
-def _rule(
-    table: str,
-    kind: str,
-    problem: str,
-    reason: str,
-    *,
-    scope: Scope = "rows",
-    keep_first: tuple[str, ...] = (),
-    **kwargs: Any,
-) -> Rule:
-    """A Rule whose expectation carries its own explanation in `meta` and `notes`."""
-    cls = getattr(_gx().expectations, kind)
-    check = f"{table}/{kind}/{kwargs.get('column', '')}/{problem}"
-    meta = {"check": check, "table": table, "problem": problem, "reason": reason}
-    return Rule(table, cls(**kwargs, meta=meta, notes=reason), problem, reason, scope, keep_first)
-
-
-def _range_text(low: float, high: float) -> str:
-    return f"{low:g}–{high:g}"
-
-
-def item_rules(now: datetime) -> list[Rule]:
-    """The items table: one row per item, with a usable id, title and plausible year."""
-    t = ITEMS
-    last_year = now.year + 1
-    return [
-        # an empty catalogue means the export broke upstream
-        _rule(
-            t,
-            "ExpectTableRowCountToBeBetween",
-            "has no rows",
-            "an empty catalogue means the export broke upstream",
-            scope="table",
-            min_value=1,
-        ),
-        # later stages read these columns by name
-        _rule(
-            t,
-            "ExpectTableColumnsToMatchSet",
-            f"does not have exactly the columns {', '.join(schema.ITEM_COLUMNS)}",
-            "later stages read these columns by name",
-            scope="table",
-            column_set=list(schema.ITEM_COLUMNS),
-            exact_match=True,
-        ),
-        # every item must be addressable
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no item id",
-            "an item without an id cannot be recommended",
-            column=schema.ITEM_ID,
-        ),
-        # ids are opaque strings everywhere downstream
-        _rule(
-            t,
-            "ExpectColumnValuesToBeOfType",
-            "have an item id that is not text",
-            "ids are opaque strings everywhere downstream",
-            column=schema.ITEM_ID,
-            type_="str",
-        ),
-        # ids travel in URLs, logs and file names
-        _rule(
-            t,
-            "ExpectColumnValuesToMatchRegex",
-            "have an item id that is not 1–64 of A-Z a-z 0-9 _ . : -",
-            "ids travel in URLs, logs and file names",
-            column=schema.ITEM_ID,
-            regex=ITEM_ID_PATTERN,
-        ),
-        # one id must mean one item
-        _rule(
-            t,
-            "ExpectColumnValuesToBeUnique",
-            "repeat an item id listed earlier",
-            "one id must mean one item",
-            column=schema.ITEM_ID,
-            keep_first=(schema.ITEM_ID,),
-        ),
-        # titles are shown to people and embedded by the text encoder
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no title",
-            "titles are shown to people and embedded by the text encoder",
-            column=schema.TITLE,
-        ),
-        _rule(
-            t,
-            "ExpectColumnValuesToBeOfType",
-            "have a title that is not text",
-            "titles are shown to people and embedded by the text encoder",
-            column=schema.TITLE,
-            type_="str",
-        ),
-        # years feed features and item text; nulls are allowed, nonsense is not
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInTypeList",
-            "has a year column that is not integer",
-            "years feed features and item text as whole numbers",
-            scope="table",
-            column=schema.YEAR,
-            type_list=INT_TYPES,
-        ),
-        _rule(
-            t,
-            "ExpectColumnValuesToBeBetween",
-            f"have a year before {EARLIEST_YEAR} or after {last_year}",
-            "such a year is a typo, not a release date",
-            column=schema.YEAR,
-            min_value=EARLIEST_YEAR,
-            max_value=last_year,
-        ),
-        # genres are a list of labels, split at ingestion once
-        _rule(
-            t,
-            "ExpectColumnValuesToBeOfType",
-            "have genres that are not a list",
-            "genres are split into labels once, at ingestion",
-            column=schema.GENRES,
-            type_="list",
-        ),
-    ]
-
-
-def user_rules(bands: Sequence[int], region_digits: int) -> list[Rule]:
-    """The users table after privacy: pseudonyms, bands and regions only."""
-    t = USERS
-    labels = [*band_labels(bands), UNKNOWN]
-    region_pattern = rf"^(?:[A-Z0-9]{{1,{region_digits}}}|{UNKNOWN})$"
-    rules = [
-        # an empty user table means the export broke upstream
-        _rule(
-            t,
-            "ExpectTableRowCountToBeBetween",
-            "has no rows",
-            "an empty user table means the export broke upstream",
-            scope="table",
-            min_value=1,
-        ),
-        # raw age and zip columns must never reach data/
-        _rule(
-            t,
-            "ExpectTableColumnsToMatchSet",
-            f"does not have exactly the columns {', '.join(schema.USER_COLUMNS)}",
-            "raw age and zip must never reach data/, and later stages read these names",
-            scope="table",
-            column_set=list(schema.USER_COLUMNS),
-            exact_match=True,
-        ),
-        # an unknown user cannot own events
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no user id",
-            "a user without an id cannot own events",
-            column=schema.USER_ID,
-        ),
-        # raw ids must never leave ingestion
-        _rule(
-            t,
-            "ExpectColumnValuesToMatchRegex",
-            "have a user id that is not a pseudonym",
-            "raw user ids must never reach data/: privacy at the door",
-            column=schema.USER_ID,
-            regex=PSEUDONYM_PATTERN,
-        ),
-        # one id must mean one person
-        _rule(
-            t,
-            "ExpectColumnValuesToBeUnique",
-            "repeat a user id listed earlier",
-            "one id must mean one person",
-            column=schema.USER_ID,
-            keep_first=(schema.USER_ID,),
-        ),
-        # ages are kept only as bands
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInSet",
-            f"have an age band outside {', '.join(labels)}",
-            "ages are kept only as bands: privacy at the door",
-            column=schema.AGE_BAND,
-            value_set=labels,
-        ),
-        # a longer zip prefix can single out a person
-        _rule(
-            t,
-            "ExpectColumnValuesToMatchRegex",
-            f"have a region that is not a zip prefix of at most {region_digits} characters",
-            "a full zip code can single out a person: privacy at the door",
-            column=schema.REGION,
-            regex=region_pattern,
-        ),
-    ]
-    for column in schema.PROFILE_COLUMNS:
-        # profiles feed the cold-start model; "unknown" is the honest blank
-        rules.append(
-            _rule(
-                t,
-                "ExpectColumnValuesToNotBeNull",
-                f"have no {column}",
-                'profiles feed cold-start models; a blank must say "unknown"',
-                column=column,
-            )
-        )
-    for column in schema.USER_COLUMNS:
-        # profile fields are categorical labels
-        rules.append(
-            _rule(
-                t,
-                "ExpectColumnValuesToBeOfType",
-                f"have a {column} that is not text",
-                "profile fields are categorical labels",
-                column=column,
-                type_="str",
-            )
-        )
-    return rules
-
-
-def interaction_rules(
-    rating_range: tuple[float, float],
-    now: datetime,
-    item_ids: Sequence[str],
-    user_ids: Sequence[str],
-) -> list[Rule]:
-    """The event log: attributable, ordered, in range, unique, and pointing at known rows."""
-    t = INTERACTIONS
-    low, high = rating_range
-    scale = _range_text(low, high)
-    return [
-        # an empty batch means the export broke upstream
-        _rule(
-            t,
-            "ExpectTableRowCountToBeBetween",
-            "has no rows",
-            "an empty batch means the export broke upstream",
-            scope="table",
-            min_value=1,
-        ),
-        # later stages read these columns by name
-        _rule(
-            t,
-            "ExpectTableColumnsToMatchSet",
-            f"does not have exactly the columns {', '.join(schema.INTERACTION_COLUMNS)}",
-            "later stages read these columns by name",
-            scope="table",
-            column_set=list(schema.INTERACTION_COLUMNS),
-            exact_match=True,
-        ),
-        # an event without a user cannot be attributed
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no user id",
-            "an event without a user cannot be attributed",
-            column=schema.USER_ID,
-        ),
-        # an event without an item says nothing
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no item id",
-            "an event without an item says nothing",
-            column=schema.ITEM_ID,
-        ),
-        # sequence models and the leave-one-out split need event order
-        _rule(
-            t,
-            "ExpectColumnValuesToNotBeNull",
-            "have no timestamp",
-            "sequence models and the leave-one-out split need event order",
-            column=schema.TIMESTAMP,
-        ),
-        # ids are opaque strings everywhere downstream
-        _rule(
-            t,
-            "ExpectColumnValuesToBeOfType",
-            "have a user id that is not text",
-            "ids are opaque strings everywhere downstream",
-            column=schema.USER_ID,
-            type_="str",
-        ),
-        _rule(
-            t,
-            "ExpectColumnValuesToBeOfType",
-            "have an item id that is not text",
-            "ids are opaque strings everywhere downstream",
-            column=schema.ITEM_ID,
-            type_="str",
-        ),
-        # ratings are numbers, timestamps whole Unix seconds
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInTypeList",
-            "has a rating column that is not numeric",
-            "ratings are numbers, or empty for implicit feedback",
-            scope="table",
-            column=schema.RATING,
-            type_list=FLOAT_TYPES,
-        ),
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInTypeList",
-            "has a timestamp column that is not integer",
-            "timestamps are whole Unix seconds",
-            scope="table",
-            column=schema.TIMESTAMP,
-            type_list=INT_TYPES,
-        ),
-        # raw ids must never leave ingestion
-        _rule(
-            t,
-            "ExpectColumnValuesToMatchRegex",
-            "have a user id that is not a pseudonym",
-            "raw user ids must never reach data/: privacy at the door",
-            column=schema.USER_ID,
-            regex=PSEUDONYM_PATTERN,
-        ),
-        # ids travel in URLs, logs and file names
-        _rule(
-            t,
-            "ExpectColumnValuesToMatchRegex",
-            "have an item id that is not 1–64 of A-Z a-z 0-9 _ . : -",
-            "ids travel in URLs, logs and file names",
-            column=schema.ITEM_ID,
-            regex=ITEM_ID_PATTERN,
-        ),
-        # ratings are stars on a fixed scale; empty means implicit feedback
-        _rule(
-            t,
-            "ExpectColumnValuesToBeBetween",
-            f"have a rating outside {scale}",
-            f"ratings are stars on a {scale} scale",
-            column=schema.RATING,
-            min_value=low,
-            max_value=high,
-        ),
-        # earlier values are unit or parsing errors
-        _rule(
-            t,
-            "ExpectColumnValuesToBeBetween",
-            "have a timestamp before 1990-01-01",
-            "recommender logs do not predate the web; earlier values are unit or parsing errors",
-            column=schema.TIMESTAMP,
-            min_value=EARLIEST_TIMESTAMP,
-        ),
-        # an event cannot happen after it was ingested
-        _rule(
-            t,
-            "ExpectColumnValuesToBeBetween",
-            "have a timestamp in the future",
-            "an event cannot happen after it was ingested; huge values are often milliseconds",
-            column=schema.TIMESTAMP,
-            max_value=int(now.timestamp()),
-        ),
-        # a double-logged event would count twice in training and evaluation
-        _rule(
-            t,
-            "ExpectCompoundColumnsToBeUnique",
-            "repeat an earlier event with the same user, item and timestamp",
-            "a double-logged event would count twice in training and evaluation",
-            column_list=[schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP],
-            keep_first=(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP),
-        ),
-        # every event must point at a known item
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInSet",
-            "refer to an item that is missing from the items table or was rejected there",
-            "an event must point at a known item to be shown, embedded or evaluated",
-            column=schema.ITEM_ID,
-            value_set=list(item_ids),
-        ),
-        # every event must point at a known user
-        _rule(
-            t,
-            "ExpectColumnValuesToBeInSet",
-            "refer to a user that is missing from the users table or was rejected there",
-            "an event must belong to a known user to join profiles",
-            column=schema.USER_ID,
-            value_set=list(user_ids),
-        ),
-    ]
+def expectation_for(rule: Rule) -> Any:
+    """The rule as a GX expectation carrying its own explanation in `meta` and `notes`."""
+    cls = getattr(_gx().expectations, rule.kind)
+    meta = {
+        "check": rule.check,
+        "table": rule.table,
+        "problem": rule.problem,
+        "reason": rule.reason,
+    }
+    return cls(**rule.kwargs, meta=meta, notes=rule.reason)
 
 
 # ---- running it --------------------------------------------------------------------
@@ -569,17 +193,18 @@ def run_rules(context: Any, table: str, frame: pd.DataFrame, rules: Sequence[Rul
     gx = _gx()
     if not rules:
         return []
+    expectations = [expectation_for(rule) for rule in rules]
     source = context.data_sources.add_pandas(f"recops_{table}")
     batch_definition = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(
         "whole"
     )
     suite = gx.ExpectationSuite(name=f"recops_{table}")
-    for rule in rules:
-        suite.add_expectation(rule.expectation)
+    for expectation in expectations:
+        suite.add_expectation(expectation)
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     outcome = batch.validate(suite, result_format=RESULT_FORMAT)
     by_check = {r.expectation_config.meta["check"]: r for r in outcome.results}
-    return [by_check[rule.expectation.meta["check"]] for rule in rules]
+    return [by_check[rule.check] for rule in rules]
 
 
 def _singular(problem: str) -> str:
@@ -588,11 +213,14 @@ def _singular(problem: str) -> str:
 
 
 def _exception_message(result: Any) -> str | None:
+    """The kind of error a check raised; its message is left out, since it may quote cells."""
     info = result.exception_info or {}
     candidates = [info] if "raised_exception" in info else list(info.values())
     for entry in candidates:
         if isinstance(entry, dict) and entry.get("raised_exception"):
-            return str(entry.get("exception_message") or "unknown error").splitlines()[0]
+            trace = str(entry.get("exception_traceback") or "").strip().splitlines()
+            kind = re.match(r"^([A-Za-z_][\w.]*)(?::|$)", trace[-1]) if trace else None
+            return f"the check raised {kind.group(1) if kind else 'an error'}"
     return None
 
 
@@ -602,7 +230,7 @@ def _finding(rule: Rule, result: Any, frame: pd.DataFrame) -> Finding | None:
         return None
     n_rows = len(frame)
     singular, plural = NOUNS[rule.table]
-    kind = rule.expectation.expectation_type
+    kind = rule.kind
     error = _exception_message(result)
     indices = (result.result or {}).get("unexpected_index_list")
     if error is not None:
@@ -631,14 +259,45 @@ def _finding(rule: Rule, result: Any, frame: pd.DataFrame) -> Finding | None:
     return Finding(rule.table, kind, rule.column, message, row_reason, rule.reason, rows)
 
 
-def _check_record(rule: Rule, result: Any) -> dict[str, Any]:
+def _check_record(rule: Rule | ValueRule, success: bool) -> dict[str, Any]:
     return {
         "table": rule.table,
-        "expectation": rule.expectation.expectation_type,
+        "expectation": rule.kind,
         "column": rule.column,
-        "success": bool(result.success),
+        "success": bool(success),
         "reason": rule.reason,
     }
+
+
+def _value_finding(rule: ValueRule, rows: Sequence[int]) -> Finding:
+    singular, plural = NOUNS[rule.table]
+    rows = tuple(sorted(int(r) for r in rows))
+    one = len(rows) == 1
+    noun, problem = (singular, _singular(rule.problem)) if one else (plural, rule.problem)
+    message = f"{len(rows)} {noun} {problem} ({rule.reason})"
+    row_reason = f"{_singular(rule.problem)} ({rule.reason})"
+    return Finding(rule.table, rule.kind, rule.column, message, row_reason, rule.reason, rows)
+
+
+def _evaluate_values(
+    table: str, problems: Problems, rejected: dict[str, dict[int, list[str]]]
+) -> tuple[list[dict], list[Finding]]:
+    """Checks and findings for the cells the source could not read, one per ValueRule."""
+    checks, findings = [], []
+    found = problems.get(table, {})
+    known = {rule.column for rule in value_rules(table)}
+    unexpected = sorted(set(found) - known)
+    if unexpected:
+        raise ValueError(f"no value rule for {table}.{unexpected[0]} in the contract")
+    for rule in value_rules(table):
+        rows = found.get(rule.column, ())
+        checks.append(_check_record(rule, not rows))
+        if rows:
+            finding = _value_finding(rule, rows)
+            findings.append(finding)
+            for row in finding.rows:
+                rejected[table].setdefault(row, []).append(finding.row_reason)
+    return checks, findings
 
 
 def _evaluate(
@@ -650,7 +309,7 @@ def _evaluate(
 ) -> tuple[list[dict], list[Finding]]:
     checks, findings = [], []
     for rule, result in zip(rules, run_rules(context, table, frame, rules), strict=True):
-        checks.append(_check_record(rule, result))
+        checks.append(_check_record(rule, result.success))
         found = _finding(rule, result, frame)
         if found is None:
             continue
@@ -676,12 +335,18 @@ def validate_tables(
     bands: Sequence[int] = (18, 25, 35, 45, 50, 56),
     region_digits: int = 3,
     now: datetime | None = None,
+    ratings_required: bool = False,
+    problems: Problems | None = None,
 ) -> ValidationReport:
     """Validate the three tables (users already through privacy) and give a per-row verdict.
 
     Items and users go first; interactions are then checked against the ids that
     passed, so accepting the good rows never leaves an event pointing nowhere.
+    `ratings_required` (explicit feedback) rejects events without a rating;
+    `problems` are the cells the source or privacy could not accept, by table and
+    column, whose rows are rejected with their contract reasons.
     """
+    problems = problems or {}
     started = time.perf_counter()
     now = now or datetime.now(UTC)
     frames = {
@@ -693,6 +358,10 @@ def validate_tables(
     context = _context()
     checks: list[dict] = []
     findings: list[Finding] = []
+    for table in TABLES:
+        c, f = _evaluate_values(table, problems, rejected)
+        checks += c
+        findings += f
     for table, rules in ((ITEMS, item_rules(now)), (USERS, user_rules(bands, region_digits))):
         c, f = _evaluate(context, table, frames[table], rules, rejected)
         checks += c
@@ -702,6 +371,7 @@ def validate_tables(
         now,
         _accepted_ids(frames[ITEMS], schema.ITEM_ID, rejected[ITEMS]),
         _accepted_ids(frames[USERS], schema.USER_ID, rejected[USERS]),
+        ratings_required=ratings_required,
     )
     c, f = _evaluate(context, INTERACTIONS, frames[INTERACTIONS], rules, rejected)
     checks += c

@@ -1,13 +1,35 @@
-"""Ingest a batch: read the configured source, apply privacy, validate, publish or quarantine.
+"""Ingest a batch: read the configured source, make it private, validate, publish or quarantine.
 
-Exit codes: 0 accepted and published to data/; 1 rows rejected (quarantined,
-data/ unchanged); 2 the batch could not be read at all (a one-line reason).
+reads:
+  params.yaml (--params)      ingest.*: which source (MovieLens-100K from the recbole
+                              wheel, fetched once into .cache/downloads/, or your own
+                              CSV/TSV/Parquet files named in ingest.table)
+  .secrets/pseudonym.key      the pseudonymisation key ($RECOPS_PSEUDONYM_KEY overrides
+                              it); created on the first run only
+  .secrets/data.key-fingerprint
+                              which key wrote data/; every run checks it
+writes:
+  data/ (--data-dir)          interactions, items, users .parquet: an accepted batch
+                              replaces all of them (append is not supported yet)
+  .secrets/data.key-fingerprint
+                              recorded when a batch is accepted
+  quarantine/<batch>/ (--quarantine-dir)
+                              when any row is rejected: rejected and accepted rows per
+                              table, report.json and report.md; data/ is left unchanged
+                              and an existing quarantine folder is never overwritten
+
+exit codes:
+  0  accepted: data/ replaced by this batch
+  1  rows rejected: the batch is in quarantine/<batch>/, data/ unchanged
+  2  the batch, params or key cannot be used (one-line reason); data/ and quarantine/ unchanged
+  3  unexpected error (one line; --debug shows the traceback); data/ unchanged
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from pipelines import paths
@@ -15,21 +37,76 @@ from pipelines.config import ParamsError, load_params
 from pipelines.data.ingest import BatchNameError, ingest, summary
 from pipelines.data.privacy import PseudonymKeyError
 from pipelines.data.sources import SourceError
-from pipelines.stages.cli import setup_logging
+from pipelines.stages.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, setup_logging
+
+EXIT_ACCEPTED = EXIT_OK
+EXIT_REJECTED = 1
+EXIT_UNUSABLE = EXIT_BAD_INPUT
+assert len({EXIT_ACCEPTED, EXIT_REJECTED, EXIT_UNUSABLE, EXIT_UNEXPECTED}) == 4
+
+NAME = "ingest"
+
+
+def parser() -> argparse.ArgumentParser:
+    head, _, rest = __doc__.partition("\n\n")
+    out = argparse.ArgumentParser(
+        prog="python -m pipelines.stages.ingest",
+        description=head,
+        epilog=rest,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    out.add_argument(
+        "--params",
+        type=Path,
+        default=paths.PARAMS,
+        metavar="FILE",
+        help="the params file to read; relative paths in ingest.table resolve against "
+        "its folder (default: params.yaml at the repository root)",
+    )
+    out.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="batch name, 1-64 of letters, digits, '_', '.', '-'; must not be taken by a "
+        "quarantine folder (default: UTC time plus a random tag, e.g. 20261124T061500Z-3f9a)",
+    )
+    out.add_argument(
+        "--new-key",
+        action="store_true",
+        help="allow a new pseudonymisation key although data/ was written with another "
+        "(the old key is lost or replaced): every user gets a new pseudonym",
+    )
+    out.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where accepted tables go (default: data/)",
+    )
+    out.add_argument(
+        "--quarantine-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where rejected batches go (default: quarantine/)",
+    )
+    out.add_argument(
+        "--debug", action="store_true", help="debug logs, and the traceback of an unexpected error"
+    )
+    return out
+
+
+def _where(err: BaseException) -> str:
+    """file:line of the innermost frame: enough to report a bug, and no values from the data."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" at {Path(last.filename).name}:{last.lineno}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--batch", help="batch name (default: UTC timestamp)")
-    parser.add_argument("--params", type=Path, default=paths.PARAMS)
-    parser.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--quarantine-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    setup_logging()
+    args = parser().parse_args(argv)
+    setup_logging(args.debug)
     try:
         params = load_params(args.params)
         result = ingest(
@@ -38,12 +115,25 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             quarantine_dir=args.quarantine_dir,
             base_dir=Path(args.params).resolve().parent,
+            new_key=args.new_key,
         )
-    except (ParamsError, SourceError, PseudonymKeyError, BatchNameError, OSError) as err:
+    except (ParamsError, SourceError, PseudonymKeyError, BatchNameError) as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_UNUSABLE
+    except Exception as err:  # the one place that turns any other failure into one line
+        if args.debug:
+            raise
+        # the message is left out: an exception raised while handling rows may quote one
+        print(
+            f"error: unexpected {type(err).__name__}{_where(err)}; nothing was published. "
+            "Re-run with --debug for the traceback",
+            file=sys.stderr,
+        )
+        return EXIT_UNEXPECTED
     print(summary(result))
-    return 0 if result.accepted else 1
+    return EXIT_ACCEPTED if result.accepted else EXIT_REJECTED
 
 
 if __name__ == "__main__":

@@ -1,26 +1,32 @@
-"""Ingestion end to end on synthetic MovieLens-shaped CSVs: publish, quarantine, exit codes."""
+"""Ingestion end to end on synthetic MovieLens-shaped files: publish, quarantine, exit codes,
+and one test per class of bad input (issue 8)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
+import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from pipelines import paths, schema
 from pipelines.config import IngestParams, Params, TableSource
 from pipelines.data import ingest as ingest_module
-from pipelines.data.ingest import ingest
-from pipelines.stages.ingest import main
-from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN
+from pipelines.data.ingest import BatchNameError, fingerprint_path, ingest
+from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN, PseudonymKeyError
+from pipelines.stages import ingest as stage
 
 KEY_HEX = "5e" * 32
 KEY = bytes.fromhex(KEY_HEX)
+OTHER_KEY = b"\x17" * 32
 NAMES = ("interactions.parquet", "items.parquet", "users.parquet")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 USERS_CSV = """user_id,age,gender,occupation,zip
 1,24,M,technician,85711
@@ -37,7 +43,7 @@ ITEMS_CSV = """item_id,title,year,genres
 EVENTS = [
     "1,1,5,881250949",
     "1,2,3,881250950",
-    "1,3,,881250951",
+    "1,3,4,881250951",
     "2,1,4,891717742",
     "2,4,1,891717742",
     "3,2,2,878887116",
@@ -58,15 +64,22 @@ BAD_EVENTS = [
 RAW_ZIPS = {"85711", "94043", "T8H1N", "02139"}
 
 
-def write_source(folder: Path, events: list[str]) -> Params:
+def write_source(folder: Path, events: list[str], users: str = USERS_CSV) -> Params:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "users.csv").write_text(USERS_CSV)
+    (folder / "users.csv").write_text(users)
     (folder / "items.csv").write_text(ITEMS_CSV)
     (folder / "events.csv").write_text(HEADER + "\n".join(events) + "\n")
     table = TableSource(
         interactions=folder / "events.csv", items=folder / "items.csv", users=folder / "users.csv"
     )
     return Params(ingest=IngestParams(source="table", table=table))
+
+
+def table_params(columns: dict | None = None, **files: str | Path) -> dict:
+    table: dict = {k: str(v) for k, v in files.items()}
+    if columns:
+        table["columns"] = columns
+    return {"source": "table", "table": table}
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -89,6 +102,18 @@ def string_cells(path: Path) -> set[str]:
     return cells | {str(c) for c in frame.columns}
 
 
+def quarantine_counts(folder: Path) -> dict[str, tuple[int, int]]:
+    """(accepted, rejected) per table, checked against report.json's input counts."""
+    report = json.loads((folder / "report.json").read_text())
+    out = {}
+    for table, counts in report["counts"].items():
+        accepted = pd.read_parquet(folder / f"{table}.accepted.parquet")
+        rejected = pd.read_parquet(folder / f"{table}.rejected.parquet")
+        assert len(accepted) + len(rejected) == counts["input"], table
+        out[table] = (len(accepted), len(rejected))
+    return out
+
+
 @pytest.fixture
 def clean(tmp_path) -> Params:
     return write_source(tmp_path / "source", EVENTS)
@@ -97,6 +122,16 @@ def clean(tmp_path) -> Params:
 @pytest.fixture
 def corrupt(tmp_path) -> Params:
     return write_source(tmp_path / "corrupt", EVENTS + BAD_EVENTS)
+
+
+@pytest.fixture
+def published(tmp_path, clean) -> dict[str, str]:
+    """data/ holding an accepted snapshot (written with KEY); returns its digests."""
+    ingest(clean, "good", data_dir=tmp_path / "data", key=KEY)
+    return digests(tmp_path / "data")
+
+
+# ---- the basics ------------------------------------------------------------------------
 
 
 def test_clean_source_is_published(tmp_path, clean) -> None:
@@ -114,7 +149,7 @@ def test_clean_source_is_published(tmp_path, clean) -> None:
     assert tuple(items.columns) == schema.ITEM_COLUMNS
     assert tuple(users.columns) == schema.USER_COLUMNS
     assert events[schema.TIMESTAMP].dtype == "int64"
-    assert events[schema.RATING].isna().sum() == 1
+    assert events[schema.RATING].notna().all()
     assert events[schema.ITEM_ID].tolist() == [e.split(",")[1] for e in EVENTS], "source order"
     assert items[schema.ITEM_ID].tolist() == ["1", "2", "3", "4"]
     assert list(items[schema.GENRES][0]) == ["Animation", "Children's", "Comedy"]
@@ -122,7 +157,8 @@ def test_clean_source_is_published(tmp_path, clean) -> None:
     assert users[schema.USER_ID].str.fullmatch(PSEUDONYM_PATTERN).all()
     assert sorted(users[schema.REGION]) == ["021", "857", "940", "T8H"]
     assert set(events[schema.USER_ID]) == set(users[schema.USER_ID])
-    assert not any(p.name.startswith(".") for p in tmp_path.iterdir()), "no staging left"
+    staging = [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".secrets"]
+    assert not staging, "no staging left"
 
 
 def test_written_parquet_holds_no_raw_zip_age_or_user_id(tmp_path, clean) -> None:
@@ -155,13 +191,11 @@ def test_other_files_in_data_survive_a_publish(tmp_path, clean) -> None:
     assert (data / "README").read_text() == "kept"
 
 
-def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, clean, corrupt) -> None:
+def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, corrupt, published) -> None:
     data, quarantine = tmp_path / "data", tmp_path / "quarantine"
-    ingest(clean, "good", data_dir=data, key=KEY)
-    before = digests(data)
     result = ingest(corrupt, "bad", data_dir=data, quarantine_dir=quarantine, key=KEY)
     assert not result.accepted
-    assert digests(data) == before
+    assert digests(data) == published
     folder = quarantine / "bad"
     assert result.quarantine == folder
     assert {p.name for p in folder.iterdir()} == {
@@ -173,13 +207,7 @@ def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, clean, corrup
             for k in ("accepted", "rejected")
         ),
     }
-    report = json.loads((folder / "report.json").read_text())
-    assert report["counts"]["interactions"] == {"input": 16, "accepted": 10, "rejected": 6}
-    for table, counts in report["counts"].items():
-        accepted = pd.read_parquet(folder / f"{table}.accepted.parquet")
-        rejected = pd.read_parquet(folder / f"{table}.rejected.parquet")
-        assert len(accepted) + len(rejected) == counts["input"]
-        assert (len(accepted), len(rejected)) == (counts["accepted"], counts["rejected"])
+    assert quarantine_counts(folder)["interactions"] == (10, 6)
     rejected = pd.read_parquet(folder / "interactions.rejected.parquet")
     assert rejected["source_row"].tolist() == list(range(10, 16))
     assert rejected["reasons"].str.len().gt(0).all()
@@ -191,91 +219,8 @@ def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, clean, corrup
         assert not string_cells(name) & RAW_ZIPS
 
 
-def test_main_exits_1_and_prints_plain_words(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY_HEX)
-    write_source(tmp_path, EVENTS + BAD_EVENTS)
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "ingest": {
-                    "source": "table",
-                    "table": {
-                        "interactions": "events.csv",
-                        "items": "items.csv",
-                        "users": "users.csv",
-                    },
-                }
-            }
-        )
-    )
-    code = main(
-        [
-            "--params",
-            str(params),
-            "--batch",
-            "cli",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--quarantine-dir",
-            str(tmp_path / "q"),
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 1
-    assert "1 interaction has a rating outside 1–5 (ratings are stars on a 1–5 scale)" in out
-    assert "1 interaction repeats an earlier event" in out
-    assert "1 interaction has a timestamp before 1990-01-01" in out
-    assert "1 interaction has a timestamp in the future" in out
-    assert "refers to an item that is missing" in out
-    assert not (tmp_path / "data").exists()
-    assert (tmp_path / "q" / "cli" / "report.md").is_file()
-
-
-def test_main_exits_0_on_a_clean_source(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY_HEX)
-    (tmp_path / "events.csv").write_text(HEADER + "\n".join(EVENTS) + "\n")
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        yaml.safe_dump({"ingest": {"source": "table", "table": {"interactions": "events.csv"}}})
-    )
-    code = main(["--params", str(params), "--data-dir", str(tmp_path / "data")])
-    assert code == 0, capsys.readouterr()
-    assert re.search(r"batch \d{8}T\d{6}Z: accepted", capsys.readouterr().out)
-    assert len(pd.read_parquet(tmp_path / "data" / "users.parquet")) == 4
-
-
-@pytest.mark.parametrize(
-    ("params_text", "extra", "message"),
-    [
-        ("ingest: {source: kafka}\n", [], "ingest.source"),
-        ("ingest: {source: table, table: {interactions: missing.csv}}\n", [], "does not exist"),
-        ("ingest: {source: table}\n", [], "must name a file"),
-        ("ingest: {region_digits: 5}\n", [], "region_digits"),
-        ("ingest: {source: table, table: {interactions: e.csv}}\n", ["--batch", "../x"], "batch"),
-        (None, [], "not found"),
-    ],
-)
-def test_bad_params_exit_2_with_one_line(
-    tmp_path, monkeypatch, capsys, params_text, extra, message
-) -> None:
-    monkeypatch.setenv(KEY_ENV, KEY_HEX)
-    (tmp_path / "e.csv").write_text(HEADER + EVENTS[0] + "\n")
-    params = tmp_path / "params.yaml"
-    if params_text is not None:
-        params.write_text(params_text)
-    code = main(["--params", str(params), "--data-dir", str(tmp_path / "data"), *extra])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert message in err and "Traceback" not in err
-    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
-    assert not (tmp_path / "data").exists()
-
-
-def test_failed_write_leaves_data_byte_identical(tmp_path, clean, monkeypatch) -> None:
+def test_failed_write_leaves_data_byte_identical(tmp_path, clean, published, monkeypatch) -> None:
     data = tmp_path / "data"
-    ingest(clean, "good", data_dir=data, key=KEY)
-    before = digests(data)
     calls = []
     original = ingest_module.write_table
 
@@ -288,8 +233,8 @@ def test_failed_write_leaves_data_byte_identical(tmp_path, clean, monkeypatch) -
     monkeypatch.setattr(ingest_module, "write_table", flaky)
     with pytest.raises(OSError, match="disk full"):
         ingest(clean, "again", data_dir=data, key=KEY)
-    assert digests(data) == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert digests(data) == published
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".staging")] == []
 
 
 def test_default_output_paths_follow_pipelines_paths(tmp_path, clean, monkeypatch) -> None:
@@ -297,7 +242,453 @@ def test_default_output_paths_follow_pipelines_paths(tmp_path, clean, monkeypatc
     monkeypatch.setattr(paths, "QUARANTINE", tmp_path / "q")
     result = ingest(clean, key=KEY)
     assert result.accepted and (tmp_path / "d" / "items.parquet").is_file()
-    assert re.fullmatch(r"\d{8}T\d{6}Z", result.batch)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", result.batch)
+
+
+# ---- exit codes and --help -----------------------------------------------------------
+
+
+def test_main_exits_1_and_prints_plain_words(tmp_path, key_env, run_ingest) -> None:
+    write_source(tmp_path, EVENTS + BAD_EVENTS)
+    params = table_params(interactions="events.csv", items="items.csv", users="users.csv")
+    code, out, _ = run_ingest(params, "--batch", "cli")
+    assert code == 1
+    assert "1 interaction has a rating outside 1–5 (ratings are stars on a 1–5 scale)" in out
+    assert "1 interaction repeats an earlier event" in out
+    assert "1 interaction has a timestamp before 1990-01-01" in out
+    assert "1 interaction has a timestamp in the future" in out
+    assert "refers to an item that is missing" in out
+    assert not (tmp_path / "data").exists()
+    assert (tmp_path / "quarantine" / "cli" / "report.md").is_file()
+
+
+def test_main_exits_0_on_a_clean_source(tmp_path, key_env, run_ingest) -> None:
+    (tmp_path / "events.csv").write_text(HEADER + "\n".join(EVENTS) + "\n")
+    code, out, err = run_ingest(table_params(interactions="events.csv"))
+    assert code == 0, err
+    assert re.search(r"batch \d{8}T\d{6}Z-[0-9a-f]{4}: accepted", out)
+    assert "replaced whole by this batch" in out
+    assert len(pd.read_parquet(tmp_path / "data" / "users.parquet")) == 4
+
+
+@pytest.mark.parametrize(
+    ("params_text", "extra", "message"),
+    [
+        ("ingest: {source: kafka}\n", [], "ingest.source"),
+        ("ingest: {source: table, table: {interactions: missing.csv}}\n", [], "does not exist"),
+        ("ingest: {source: table, table: {interactions: sub}}\n", [], "is a directory"),
+        ("ingest: {source: table}\n", [], "must name a file"),
+        ("ingest: {region_digits: 5}\n", [], "region_digits"),
+        ("ingest: {source: table, table: {interactions: e.csv}}\n", ["--batch", "../x"], "batch"),
+        (None, [], "not found"),
+    ],
+)
+def test_unusable_batch_or_params_exit_2_with_one_line(
+    tmp_path, key_env, run_ingest, params_text, extra, message
+) -> None:
+    (tmp_path / "e.csv").write_text(HEADER + EVENTS[0] + "\n")
+    (tmp_path / "sub").mkdir()
+    if params_text is not None:
+        (tmp_path / "params.yaml").write_text(params_text)
+    code, _, err = run_ingest(None, *extra)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
+    assert not (tmp_path / "data").exists()
+
+
+def test_unexpected_error_exits_3_with_one_line_and_no_data(
+    tmp_path, key_env, run_ingest, monkeypatch
+) -> None:
+    (tmp_path / "e.csv").write_text(HEADER + EVENTS[0] + "\n")
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot convert '85711'")  # a message quoting a cell
+
+    monkeypatch.setattr(ingest_module, "validate_tables", broken)
+    code, out, err = run_ingest(table_params(interactions="e.csv"))
+    assert code == 3
+    assert len(err.strip().splitlines()) == 1
+    assert "ValueError" in err and "--debug" in err
+    assert "85711" not in err + out and "Traceback" not in err
+    with pytest.raises(ValueError):
+        run_ingest(table_params(interactions="e.csv"), "--debug")
+
+
+def test_exit_codes_are_distinct_and_help_says_what_is_read_and_written(capsys) -> None:
+    codes = [stage.EXIT_ACCEPTED, stage.EXIT_REJECTED, stage.EXIT_UNUSABLE, stage.EXIT_UNEXPECTED]
+    assert codes == [0, 1, 2, 3]
+    parser = stage.parser()
+    for action in parser._actions:
+        assert action.help and action.help != "==SUPPRESS==", action.dest
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for fragment in ("reads:", "writes:", "params.yaml", "data/", "quarantine/", "--new-key"):
+        assert fragment in text
+    for code in "0123":
+        assert re.search(rf"^\s+{code}\s+\w", text, re.M), code
+
+
+def test_readme_documents_bad_input_exit_codes_and_replacement() -> None:
+    readme = (paths.ROOT / "README.md").read_text()
+    section = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
+    assert "replaces all of `data/`" in section
+    for code in "0123":
+        assert f"| {code} |" in section, code
+    assert "| bad input |" in section.lower() or "bad input" in section.lower()
+
+
+# ---- 1. a column mapping must resolve; absent optional columns are reported -------------
+
+
+@pytest.mark.parametrize(
+    ("mapping", "named"),
+    [
+        ({"rating": "stars"}, "'stars' (for rating"),
+        ({"title": "name"}, "'name' (for title"),
+        ({"zip": "postcode"}, "'postcode' (for zip"),
+        ({"year": "released", "genres": "tags"}, "'released' (for year"),
+    ],
+)
+def test_a_mapped_column_missing_from_its_file_fails_naming_it(
+    tmp_path, key_env, run_ingest, published, mapping, named
+) -> None:
+    write_source(tmp_path, EVENTS)
+    params = table_params(mapping, interactions="events.csv", items="items.csv", users="users.csv")
+    code, _, err = run_ingest(params)
+    assert code == 2, err
+    assert named in err and "ingest.table.columns" in err
+    assert digests(tmp_path / "data") == published
+
+
+def test_a_mapping_for_a_file_not_given_fails(tmp_path, key_env, run_ingest) -> None:
+    (tmp_path / "e.csv").write_text(HEADER + "\n".join(EVENTS) + "\n")
+    code, _, err = run_ingest(table_params({"title": "name"}, interactions="e.csv"))
+    assert code == 2 and "ingest.table.items" in err
+
+
+def test_absent_optional_columns_not_mapped_are_reported(tmp_path, key_env, run_ingest) -> None:
+    (tmp_path / "e.csv").write_text("user_id,item_id,timestamp\n1,1,900000000\n2,1,900000001\n")
+    (tmp_path / "i.csv").write_text("item_id,title\n1,Alpha\n")
+    code, out, err = run_ingest(table_params(interactions="e.csv", items="i.csv"))
+    assert code == 0, err
+    assert "interactions.rating not in the source (no ratings: implicit feedback)" in out
+    assert "items.year not in the source" in out and "items.genres not in the source" in out
+    assert "no users file" in out
+
+
+# ---- 2. the pseudonymisation key is never silently replaced -----------------------------
+
+
+def test_a_lost_key_is_refused_while_data_depends_on_it(tmp_path, clean, no_key_env) -> None:
+    data, key_path = tmp_path / "data", tmp_path / "keys" / "pseudonym.key"
+    ingest(clean, "first", data_dir=data, key_path=key_path)
+    before = digests(data)
+    first_users = set(pd.read_parquet(data / "users.parquet")[schema.USER_ID])
+    assert fingerprint_path(data).is_file() and fingerprint_path(data).parent != data
+    assert not any(p.suffix != ".parquet" for p in data.iterdir()), "nothing else in data/"
+    key_path.unlink()
+    with pytest.raises(PseudonymKeyError, match=r"refusing to create a new key.*--new-key"):
+        ingest(clean, "second", data_dir=data, key_path=key_path)
+    assert not key_path.exists() and digests(data) == before
+    result = ingest(clean, "third", data_dir=data, key_path=key_path, new_key=True)
+    assert result.accepted and key_path.is_file()
+    assert not first_users & set(pd.read_parquet(data / "users.parquet")[schema.USER_ID])
+    ingest(clean, "fourth", data_dir=data, key_path=key_path)  # the new key is the key now
+
+
+def test_a_different_key_is_refused_by_the_fingerprint(tmp_path, clean, published) -> None:
+    data = tmp_path / "data"
+    with pytest.raises(PseudonymKeyError, match="fingerprint"):
+        ingest(clean, "other", data_dir=data, key=OTHER_KEY)
+    assert digests(data) == published
+    assert ingest(clean, "other", data_dir=data, key=OTHER_KEY, new_key=True).accepted
+
+
+def test_a_different_key_exits_2(tmp_path, run_ingest, monkeypatch) -> None:
+    write_source(tmp_path, EVENTS)
+    params = table_params(interactions="events.csv")
+    monkeypatch.setenv(KEY_ENV, KEY_HEX)
+    assert run_ingest(params)[0] == 0
+    monkeypatch.setenv(KEY_ENV, OTHER_KEY.hex())
+    code, _, err = run_ingest(params)
+    assert code == 2 and "--new-key" in err and OTHER_KEY.hex() not in err
+    assert run_ingest(params, "--new-key")[0] == 0
+
+
+def test_a_key_file_readable_by_others_gets_a_warning(tmp_path, clean, no_key_env, caplog):
+    key_path = tmp_path / "pseudonym.key"
+    key_path.write_text(KEY_HEX + "\n")
+    key_path.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        ingest(clean, "b", data_dir=tmp_path / "data", key_path=key_path)
+    assert any("chmod 600" in r.getMessage() for r in caplog.records)
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o644, "the warning changes nothing"
+
+
+# ---- 3. a quarantine folder is never overwritten ------------------------------------------
+
+
+def test_two_runs_in_the_same_second_keep_both_quarantines(tmp_path, corrupt) -> None:
+    q = tmp_path / "q"
+    first = ingest(corrupt, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    kept = digests(first.quarantine)
+    second = ingest(corrupt, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    assert first.quarantine != second.quarantine
+    assert digests(first.quarantine) == kept
+    assert json.loads((second.quarantine / "report.json").read_text())["batch"] == second.batch
+
+
+def test_a_taken_batch_name_is_refused_and_the_old_quarantine_kept(
+    tmp_path, corrupt, key_env, run_ingest, monkeypatch
+) -> None:
+    q = tmp_path / "quarantine"
+    ingest(corrupt, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
+    kept = digests(q / "same")
+    with pytest.raises(BatchNameError, match="never overwritten"):
+        ingest(corrupt, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
+    with pytest.raises(BatchNameError, match="never overwritten"):  # a lost race: claim fails
+        ingest_module._claim(q, "same", retry=False)
+    assert ingest_module._claim(q, "same", retry=True) != "same"  # default names take a new tag
+    assert digests(q / "same") == kept
+    params = table_params(interactions=corrupt.ingest.table.interactions)
+    code, _, err = run_ingest(params, "--batch", "same")
+    assert code == 2 and "never overwritten" in err
+    assert digests(q / "same") == kept
+
+
+# ---- 4 and 9. unreadable numbers reject their rows, never the batch, never a traceback ----
+
+
+def _bad_cell_sources(folder: Path) -> dict[str, tuple[dict, str]]:
+    """CSV and Parquet sources, each with one cell that is not a usable number."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok_events = HEADER + "\n".join(EVENTS) + "\n"
+    cases: dict[str, tuple[dict, str]] = {}
+
+    def csv_case(name: str, events: str, users: str = USERS_CSV, items: str = ITEMS_CSV) -> None:
+        d = folder / name
+        d.mkdir()
+        (d / "e.csv").write_text(events)
+        (d / "u.csv").write_text(users)
+        (d / "i.csv").write_text(items)
+        cases[name] = (
+            table_params(interactions=d / "e.csv", users=d / "u.csv", items=d / "i.csv"),
+            "",
+        )
+
+    csv_case("timestamp_1e20", ok_events + "4,2,4,1e20\n")
+    csv_case("timestamp_inf", ok_events + "4,2,4,inf\n")
+    csv_case("timestamp_text", ok_events + "4,2,4,yesterday\n")
+    csv_case("rating_inf", ok_events + "4,2,inf,878887120\n")
+    csv_case("rating_text", ok_events + "4,2,great,878887120\n")
+    csv_case("year_1e30", ok_events, items=ITEMS_CSV + "5,Odd,1e30,Drama\n")
+    csv_case("age_inf", ok_events, users=USERS_CSV + "5,inf,F,writer,10001\n")
+    csv_case("age_text", ok_events, users=USERS_CSV + "5,old,F,writer,10001\n")
+
+    def parquet_case(name: str, table: str, frame: pd.DataFrame) -> None:
+        d = folder / name
+        d.mkdir()
+        base = {
+            "interactions": pd.read_csv(io_text(ok_events), dtype=str),
+            "users": pd.read_csv(io_text(USERS_CSV), dtype=str),
+            "items": pd.read_csv(io_text(ITEMS_CSV), dtype=str),
+        }
+        base[table] = frame
+        for t, f in base.items():
+            f.to_parquet(d / f"{t}.parquet")
+        params = table_params(
+            interactions=d / "interactions.parquet",
+            users=d / "users.parquet",
+            items=d / "items.parquet",
+        )
+        cases[name] = (params, "")
+
+    n = len(EVENTS) + 1
+    events = pd.DataFrame(
+        {
+            "user_id": np.array([int(e.split(",")[0]) for e in EVENTS] + [4], dtype="int64"),
+            "item_id": np.array([int(e.split(",")[1]) for e in EVENTS] + [2], dtype="int64"),
+            "rating": np.array([float(e.split(",")[2]) for e in EVENTS] + [4.0]),
+            "timestamp": np.array([float(e.split(",")[3]) for e in EVENTS] + [1e20]),
+        }
+    )
+    assert len(events) == n
+    parquet_case("parquet_timestamp_1e20", "interactions", events)
+    inf_rating = events.assign(timestamp=events["timestamp"].where(events.index < n - 1, 9e8))
+    inf_rating.loc[n - 1, "rating"] = np.inf
+    parquet_case("parquet_rating_inf", "interactions", inf_rating)
+    items = pd.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5],
+            "title": ["A", "B", "C", "D", "E"],
+            "year": [1995.0, 1995.0, np.nan, 1995.0, 1e30],
+            "genres": [["x"], ["y"], [], ["z"], ["w"]],
+        }
+    )
+    parquet_case("parquet_year_1e30", "items", items)
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3, 4, 5],
+            "age": [24.0, 53.0, 23.0, 15.0, np.inf],
+            "gender": ["M", "F", "M", "F", "F"],
+            "occupation": ["a", "b", "c", "d", "e"],
+            "zip": ["85711", "94043", "T8H1N", "02139", "10001"],
+        }
+    )
+    parquet_case("parquet_age_inf", "users", users)
+    return cases
+
+
+def io_text(text: str):
+    import io
+
+    return io.StringIO(text)
+
+
+BAD_CELL_CASES = [
+    "timestamp_1e20",
+    "timestamp_inf",
+    "timestamp_text",
+    "rating_inf",
+    "rating_text",
+    "year_1e30",
+    "age_inf",
+    "age_text",
+    "parquet_timestamp_1e20",
+    "parquet_rating_inf",
+    "parquet_year_1e30",
+    "parquet_age_inf",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CELL_CASES)
+def test_an_unreadable_number_rejects_its_row_not_the_batch(
+    tmp_path, key_env, run_ingest, published, case
+) -> None:
+    params, _ = _bad_cell_sources(tmp_path / "sources")[case]
+    code, out, err = run_ingest(params, "--batch", case)
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert digests(tmp_path / "data") == published
+    counts = quarantine_counts(tmp_path / "quarantine" / case)
+    table = {"year": "items", "age": "users"}.get(case.split("_")[-2], "interactions")
+    if "year" in case:
+        table = "items"
+    elif "age" in case:
+        table = "users"
+    assert counts[table][1] == 1, counts  # exactly the one row with the bad cell
+    rejected = pd.read_parquet(tmp_path / "quarantine" / case / f"{table}.rejected.parquet")
+    reasons = rejected["reasons"][0]
+    assert re.search(r"not a (finite )?number|neither Unix seconds", reasons), reasons
+    if table == "interactions":
+        assert counts["interactions"][0] == len(EVENTS), "the other rows are judged on their own"
+    for text in ("1e20", "1e30", "inf", "yesterday", "great", "old"):
+        assert f"'{text}'" not in out + err
+
+
+# ---- 5. no message, log line or report prints values from data rows ----------------------
+
+
+def test_a_headerless_users_file_is_refused_without_echoing_its_first_row(
+    tmp_path, key_env, run_ingest, caplog
+) -> None:
+    (tmp_path / "e.csv").write_text(HEADER + "\n".join(EVENTS) + "\n")
+    (tmp_path / "u.csv").write_text("alice-7731,24,M,technician,85711\n2,53,F,other,94043\n")
+    with caplog.at_level(logging.DEBUG):
+        code, out, err = run_ingest(table_params(interactions="e.csv", users="u.csv"))
+    assert code == 2
+    assert "'user_id' (for user_id)" in err and "header row" in err
+    everything = out + err + caplog.text
+    assert "alice-7731" not in everything and "85711" not in everything
+
+
+def test_no_output_of_a_rejected_batch_quotes_a_row(tmp_path, key_env, run_ingest, caplog):
+    users = USERS_CSV.replace("1,24,M,technician,85711", "alice-7731,24,M,technician,85711")
+    events = [e.replace("1,", "alice-7731,", 1) if e.startswith("1,") else e for e in EVENTS]
+    bad = ["alice-7731,4,great,881250960", "2,2,4,1e20", "3,Zebra Crossing,4,881250962"]
+    write_source(tmp_path, events + bad, users=users)
+    params = table_params(interactions="events.csv", items="items.csv", users="users.csv")
+    with caplog.at_level(logging.DEBUG):
+        code, out, err = run_ingest(params, "--batch", "leak")
+    assert code == 1
+    folder = tmp_path / "quarantine" / "leak"
+    texts = out + err + caplog.text + (folder / "report.md").read_text()
+    texts += (folder / "report.json").read_text()
+    for value in ("alice-7731", "85711", "great", "1e20", "Zebra"):
+        assert value not in texts, value
+
+
+# ---- 6. free-text profile fields: short labels only; contact data is withheld -------------
+
+
+def test_contact_data_and_free_text_in_profiles_are_rejected(tmp_path, key_env, run_ingest):
+    users = USERS_CSV + (
+        "5,30,F,jane.doe@example.com,10001\n"
+        "6,30,4155550123,writer,10001\n"
+        "7,30,M,call +1 (415) 555-0123,10001\n"
+        "8,30,F,I am a senior software engineer at a big company,10001\n"
+        "9,30,F,ID 123456789,10001\n"
+    )
+    write_source(tmp_path, EVENTS, users=users)
+    params = table_params(interactions="events.csv", items="items.csv", users="users.csv")
+    code, out, _ = run_ingest(params, "--batch", "pii")
+    assert code == 1
+    folder = tmp_path / "quarantine" / "pii"
+    rejected = pd.read_parquet(folder / "users.rejected.parquet")
+    assert rejected["source_row"].tolist() == [4, 5, 6, 7, 8]
+    assert rejected["reasons"].str.contains("looks like an e-mail address").sum() == 4
+    assert "not a short label" in rejected["reasons"][3]
+    cells = set().union(*(string_cells(p) for p in folder.glob("*.parquet")))
+    for value in ("jane.doe@example.com", "4155550123", "call +1 (415) 555-0123", "ID 123456789"):
+        assert value not in cells, "contact data is withheld, even in quarantine"
+    assert "example.com" not in out
+    assert quarantine_counts(folder)["users"] == (4, 5)
+
+
+# ---- 7. one placeholder for "unknown" ----------------------------------------------------
+
+
+def test_one_unknown_placeholder_for_absent_and_blank_values(tmp_path, key_env, run_ingest):
+    (tmp_path / "e.csv").write_text(HEADER + "\n".join(EVENTS) + "\n")
+    (tmp_path / "no_zip.csv").write_text("user_id,gender\n1,M\n2,F\n3,Unknown\n4,\n")
+    (tmp_path / "blank_zip.csv").write_text(
+        "user_id,age,gender,occupation,zip\n1,,UNKNOWN,,\n2,30,F,other,unknown\n"
+        "3,31,M,writer, \n4,40,F,other,02139\n"
+    )
+    for users in ("no_zip.csv", "blank_zip.csv"):
+        code, _, err = run_ingest(table_params(interactions="e.csv", users=users))
+        assert code == 0, err
+        frame = pd.read_parquet(tmp_path / "data" / "users.parquet")
+        values = set(frame[list(schema.PROFILE_COLUMNS)].to_numpy().ravel())
+        assert schema.UNKNOWN in values
+        assert not {"UNK", "Unknown", "UNKNOWN", "", None} & values, values
+
+
+# ---- 8. explicit ratings must not have blanks, unless feedback is declared implicit -------
+
+
+def test_a_blank_rating_in_an_explicit_file_is_rejected(tmp_path, key_env, run_ingest) -> None:
+    write_source(tmp_path, [*EVENTS, "1,4,,881250952"])
+    params = table_params(interactions="events.csv", items="items.csv", users="users.csv")
+    code, out, _ = run_ingest(params, "--batch", "blank")
+    assert code == 1
+    assert "1 interaction has no rating in a file of explicit ratings" in out
+    assert quarantine_counts(tmp_path / "quarantine" / "blank")["interactions"] == (10, 1)
+
+
+def test_declared_implicit_feedback_accepts_blank_ratings(tmp_path) -> None:
+    params = write_source(tmp_path / "s", [*EVENTS, "1,4,,881250952"])
+    implicit = params.ingest.model_copy(update={"feedback": "implicit"})
+    result = ingest(implicit, "imp", data_dir=tmp_path / "data", key=KEY)
+    assert result.accepted, result.report.messages()
+    events = pd.read_parquet(tmp_path / "data" / "interactions.parquet")
+    assert events[schema.RATING].isna().sum() == 1
+    assert any("implicit feedback declared" in n for n in result.notes)
+
+
+# ---- the real data ---------------------------------------------------------------------
 
 
 @pytest.mark.integration

@@ -19,10 +19,13 @@ from pipelines.data.privacy import (
     age_bands,
     apply_privacy,
     band_labels,
+    key_fingerprint,
     load_or_create_key,
+    looks_like_contact_data,
     pseudonymise,
     pseudonymise_id,
     region,
+    withhold_contact_data,
 )
 
 BANDS = (18, 25, 35, 45, 50, 56)
@@ -100,6 +103,8 @@ def test_age_bands_column() -> None:
         ("", 3, "unknown"),
         (None, 3, "unknown"),
         ("?!x", 3, "unknown"),
+        ("unknown", 3, "unknown"),
+        ("Unknown", 3, "unknown"),
         ("ab-12", 3, "unknown"),
     ],
 )
@@ -156,3 +161,66 @@ def test_apply_privacy_leaves_no_raw_identity() -> None:
     assert set(safe_events[schema.USER_ID]) == set(safe_users[schema.USER_ID])
     assert safe_events[schema.USER_ID][0] == safe_users[schema.USER_ID][1]
     assert interactions["user_id"].tolist() == ["2", "1", "2"], "input must not be modified"
+
+
+@pytest.mark.parametrize(
+    ("value", "contact"),
+    [
+        ("writer", False),
+        ("M", False),
+        ("unknown", False),
+        ("K-12 teacher", False),
+        ("jane@example.com", True),
+        ("4155550123", True),
+        ("+1 (415) 555-0123", True),
+        ("12345", True),
+        ("see www.example.org", True),
+    ],
+)
+def test_contact_data_is_recognised(value: str, contact: bool) -> None:
+    assert looks_like_contact_data(value) is contact
+
+
+def test_contact_data_is_withheld_and_its_rows_reported() -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": ["1", "2", "3"],
+            "gender": ["F", "0123456789", "M"],
+            "occupation": ["writer", "other", "me@example.com"],
+        },
+        index=[10, 11, 12],
+    )
+    safe, found = withhold_contact_data(users)
+    assert found == {"gender": [1], "occupation": [2]}
+    assert safe["gender"].tolist() == ["F", "unknown", "M"]
+    assert safe["occupation"].tolist() == ["writer", "other", "unknown"]
+    assert users["gender"][11] == "0123456789", "input must not be modified"
+
+
+def test_a_missing_key_is_created_only_when_allowed(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    path = tmp_path / "k"
+    with pytest.raises(PseudonymKeyError, match="does not exist"):
+        load_or_create_key(path, allow_create=False)
+    assert not path.exists()
+    key = load_or_create_key(path)
+    assert load_or_create_key(path, allow_create=False) == key
+
+
+def test_a_key_readable_by_others_warns_and_a_directory_is_refused(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    path = tmp_path / "k"
+    path.write_text("ab" * 32)
+    path.chmod(0o640)
+    assert load_or_create_key(path) == bytes.fromhex("ab" * 32)
+    assert "chmod 600" in caplog.text and "ab" * 32 not in caplog.text
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(PseudonymKeyError, match="is a directory"):
+        load_or_create_key(tmp_path / "dir")
+
+
+def test_fingerprints_tell_keys_apart_and_do_not_reveal_them() -> None:
+    assert key_fingerprint(KEY_A) == key_fingerprint(KEY_A) != key_fingerprint(KEY_B)
+    assert KEY_A.hex()[:16] not in key_fingerprint(KEY_A)

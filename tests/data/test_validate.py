@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipelines import schema
-from pipelines.data.privacy import pseudonymise_id
-from pipelines.data.validate import (
+from pipelines.data import contract
+from pipelines.data.contract import (
     EARLIEST_TIMESTAMP,
+    VALUE_RULES,
     interaction_rules,
     item_rules,
     user_rules,
-    validate_tables,
 )
+from pipelines.data.privacy import pseudonymise_id
+from pipelines.data.validate import expectation_for, validate_tables
 
 KEY = b"k" * 32
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -85,17 +88,69 @@ def test_clean_tables_pass() -> None:
     assert len(report.checks) > 30
 
 
-def test_every_expectation_carries_its_reason() -> None:
-    rules = (
+def all_rules():
+    return (
         item_rules(NOW)
         + user_rules(BANDS, 3)
-        + interaction_rules((1.0, 5.0), NOW, ["1"], [uid("1")])
+        + interaction_rules((1.0, 5.0), NOW, ["1"], [uid("1")], ratings_required=True)
     )
+
+
+def test_every_expectation_carries_its_reason() -> None:
+    rules = all_rules()
     for rule in rules:
-        assert rule.expectation.meta["reason"] == rule.reason != ""
-        assert rule.expectation.notes == rule.reason
-    checks = [r.expectation.meta["check"] for r in rules]
+        expectation = expectation_for(rule)
+        assert expectation.meta["reason"] == rule.reason != ""
+        assert expectation.notes == rule.reason
+        assert expectation.meta["check"] == rule.check
+    checks = [r.check for r in rules] + [r.check for r in VALUE_RULES.values()]
     assert len(set(checks)) == len(checks), "checks must be told apart in results"
+
+
+def test_the_contract_declares_each_reason_once_and_imports_no_gx() -> None:
+    source = Path(contract.__file__).read_text()
+    assert "great_expectations" not in source.split('"""', 2)[2]
+    for rule in [*all_rules(), *VALUE_RULES.values()]:
+        assert rule.reason and rule.problem
+        # a reason is written once: not repeated as a comment next to its rule
+        assert f"# {rule.reason}" not in source
+    validate_source = Path(validate_tables.__code__.co_filename).read_text()
+    assert "ExpectColumnValuesTo" not in validate_source, "rules live in the contract"
+
+
+def test_cells_the_source_could_not_read_reject_their_rows() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[1, schema.TIMESTAMP] = pd.NA
+    report = validate_tables(
+        interactions,
+        items,
+        users,
+        now=NOW,
+        problems={"interactions": {"timestamp": [1]}, "users": {"occupation": [2]}},
+    )
+    found = failure(report, "interactions", schema.TIMESTAMP, "neither Unix seconds")
+    assert found.rows == (1,)
+    assert failure(report, "users", schema.OCCUPATION, "looks like an e-mail").rows == (2,)
+    # events of the rejected user go too, so the accepted rows stay consistent
+    assert report.rejected_rows("interactions").tolist() == [1, 5, 6, 7]
+    assert any(c["expectation"] == "ValuesAreFiniteNumbers" for c in report.checks)
+
+
+def test_explicit_feedback_rejects_blank_ratings() -> None:
+    interactions, items, users = clean_tables()
+    report = validate_tables(interactions, items, users, now=NOW, ratings_required=True)
+    found = failure(report, "interactions", schema.RATING, "no rating")
+    assert found.rows == (2,)
+    assert "ingest.feedback: implicit" in found.reason
+
+
+def test_profile_fields_must_be_short_labels() -> None:
+    interactions, items, users = clean_tables()
+    users.loc[0, schema.OCCUPATION] = "a much longer description of what this person does all day"
+    users.loc[1, schema.GENDER] = "12345678"
+    report = check(interactions, items, users)
+    assert failure(report, "users", schema.OCCUPATION, "short label").rows == (0,)
+    assert failure(report, "users", schema.GENDER, "short label").rows == (1,)
 
 
 def test_bad_ratings_are_counted_and_explained() -> None:
