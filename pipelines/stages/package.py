@@ -1,0 +1,177 @@
+"""Stage `package`: bless the selected model or keep the champion; release a blessed one.
+
+The selected model is blessed by ``evaluation.blessing.bless`` (absolute floors;
+with a champion, a validation margin and no cold-start regression beyond a
+tolerance). The decision and every reason go to ``artifacts/release/blessing.json``.
+A blessed model is bundled with its catalogue, users and model card, saved to
+the BentoML model store in ``.bentoml/`` and built into a Bento; an unblessed
+one, or a failure at any step, leaves the champion as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines import paths
+from pipelines.config import Params
+from pipelines.evaluation.blessing import BlessingRule, Evidence, bless, coldstart_slices
+from pipelines.inference import release
+from pipelines.inference.bundle import write_bundle
+from pipelines.io import write_json
+from pipelines.stages import cli
+
+log = logging.getLogger(__name__)
+
+
+SERVICE = "services.recommender:RecommenderService"
+# only what serving imports: no stages, training, ingestion or validation code
+BENTO_INCLUDE = [
+    "services/*.py",
+    "services/requirements.txt",
+    "pipelines/*.py",
+    "pipelines/data/__init__.py",
+    "pipelines/data/privacy.py",
+    *(f"pipelines/{layer}/*.py" for layer in ("features", "models", "evaluation", "inference")),
+]
+BENTO_EXCLUDE = ["**/__pycache__/"]
+
+
+READS = {
+    "selection": paths.SELECTION,
+    "metrics": paths.EVAL_METRICS,
+    "coldstart": paths.COLDSTART_METRICS,
+    "models": paths.MODELS_DIR,
+    "features": paths.FEATURES_DIR,
+    "split": paths.SPLIT_DIR,
+    "embeddings": paths.ITEM_EMBEDDINGS,
+    "data_dvc": paths.DATA_DVC,
+}
+WRITES = {"out": paths.RELEASE_DIR, "bentoml_home": paths.BENTOML_HOME}
+
+
+def data_hash(data_dvc: Path) -> str | None:
+    """The md5 DVC recorded for data/ (what the model was trained on)."""
+    if not data_dvc.is_file():
+        return None
+    outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
+    return outs[0].get("md5")
+
+
+def git_commit(root: Path) -> str | None:
+    """HEAD's commit, with ``-dirty`` when tracked files differ from it (read-only git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def run(
+    params: Params,
+    selection: Path,
+    metrics: Path,
+    coldstart: Path,
+    models: Path,
+    features: Path,
+    split: Path,
+    embeddings: Path,
+    data_dvc: Path,
+    out: Path,
+    bentoml_home: Path,
+) -> dict[str, Any]:
+    settings, serve = params.package, params.serve
+    coldstart_settings = params.coldstart
+    winner = json.loads(selection.read_text())["winner"]
+    measured = json.loads(metrics.read_text())[winner]
+    cold = json.loads(coldstart.read_text()) if coldstart.exists() else {}
+    new_items, new_users = coldstart_slices(
+        cold, winner, coldstart_settings.item_k, coldstart_settings.user_k
+    )
+    challenger = Evidence(winner, measured["valid"], new_items, new_users)
+    rule = BlessingRule(
+        floors=dict(settings.floors),
+        metric=params.select.metric,
+        margin=settings.margin,
+        coldstart_tolerance=settings.coldstart_tolerance,
+        require_coldstart=settings.require_coldstart,
+    )
+
+    release.use_home(bentoml_home)
+    current = release.champion()
+    champion = (
+        Evidence.from_dict(json.loads(current.metadata[release.EVIDENCE_KEY]))
+        if current is not None and release.EVIDENCE_KEY in current.metadata
+        else None
+    )
+    decision = bless(challenger, champion, rule)
+    record: dict[str, Any] = {
+        **decision.to_dict(),
+        "challenger": challenger.to_dict(),
+        "champion": None if current is None else {"model": current.model, "bento": current.bento},
+        "released": None,
+    }
+    if decision.blessed:
+        version = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+        card = {
+            "name": winner,
+            "version": f"{release.MODEL_NAME}:{version}",
+            "metrics": {**measured, "coldstart": {"new_items": new_items, "new_users": new_users}},
+            "data_hash": data_hash(data_dvc),
+            "commit": git_commit(paths.ROOT),
+            "blessing": decision.to_dict(),
+            "serve": serve.model_dump(),
+        }
+        with tempfile.TemporaryDirectory(prefix="recops-bundle-") as staging:
+            bundle = Path(staging) / "bundle"
+            write_bundle(bundle, models / winner, features, split, embeddings, card)
+            model_tag, bento_tag = release.publish(
+                bundle,
+                version=version,
+                # BentoML metadata holds basic types only (no None): the evidence travels as
+                # JSON text, and what is unknown (no git commit yet, say) says so
+                metadata={
+                    release.EVIDENCE_KEY: json.dumps(challenger.to_dict(), sort_keys=True),
+                    **{
+                        k: "unknown" if card.get(k) is None else card[k]
+                        for k in ("name", "data_hash", "commit")
+                    },
+                },
+                labels={"model": winner},
+                service=SERVICE,
+                build_ctx=paths.ROOT,
+                include=BENTO_INCLUDE,
+                exclude=BENTO_EXCLUDE,
+            )
+        record["released"] = {"model": model_tag, "bento": bento_tag}
+    write_json(record, out / paths.BLESSING.name)
+    verdict = "blessed" if decision.blessed else "not blessed; the champion stays"
+    print(f"{winner}: {verdict}")
+    for reason in decision.reasons:
+        print(f"  - {reason}")
+    return {"winner": winner, "blessed": decision.blessed, "released": record["released"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.main("package", __doc__, run, READS, WRITES, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The BentoML service that serves the blessed champion (design.md §8)."""

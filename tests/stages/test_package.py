@@ -1,0 +1,121 @@
+"""Stage `package`: blessing decides, only a blessed model reaches the store, a crash keeps
+the champion. Runs the stage in a child process so BentoML's store is a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipelines import paths
+from pipelines.stages import package
+
+DRIVER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from pipelines.config import Params
+    from pipelines.inference import release
+    from pipelines.io import write_json
+    from pipelines.stages import package
+    from tests.inference.tiny import FILMS, build_artifacts
+
+    root, home = Path(sys.argv[1]), Path(sys.argv[2])
+    vectors = np.random.default_rng(0).normal(size=(len(FILMS), 384)).astype("float32")
+    artifacts = build_artifacts(root, vectors)
+
+    def stage():
+        return package.run(
+            Params(), selection=artifacts / "selection/selection.json",
+            metrics=artifacts / "eval/metrics.json", coldstart=artifacts / "coldstart/metrics.json",
+            models=artifacts / "models", features=artifacts / "features",
+            split=artifacts / "split", embeddings=artifacts / "embeddings/items.npy",
+            data_dvc=root / "data.dvc", out=artifacts / "release", bentoml_home=home,
+        )
+
+    def set_valid(ndcg):
+        path = artifacts / "eval/metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["fusion_transformer"]["valid"]["ndcg@10"] = ndcg
+        write_json(metrics, path)
+
+    def state():
+        import bentoml
+        return {
+            "champion": release.champion().bento,
+            "models": sorted(str(m.tag) for m in bentoml.models.list()),
+            "bentos": sorted(str(b.tag) for b in bentoml.bentos.list()),
+            "blessing": json.loads((artifacts / "release/blessing.json").read_text()),
+        }
+
+    out = {}
+    stage(); out["first"] = state()
+    set_valid(0.1); stage(); out["worse"] = state()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("injected crash while building the Bento")
+
+    release.build_bento = crash
+    set_valid(0.5)
+    try:
+        stage()
+        out["crash_raised"] = False
+    except RuntimeError:
+        out["crash_raised"] = True
+    out["crashed"] = state()
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_help_lists_what_the_stage_reads_and_writes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        package.main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "artifacts/selection/selection.json" in text and "artifacts/release" in text
+
+
+def test_data_hash_and_commit(tmp_path: Path) -> None:
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: abc.dir\n  path: data\n")
+    assert package.data_hash(tmp_path / "data.dvc") == "abc.dir"
+    assert package.data_hash(tmp_path / "missing.dvc") is None
+    assert package.git_commit(tmp_path) is None  # not a repository
+
+
+@pytest.mark.integration
+def test_bless_release_refuse_and_survive_a_crash(tmp_path: Path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "True"}
+    env["PYTHONPATH"] = str(paths.ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "project"), str(tmp_path / "home")],
+        cwd=paths.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+
+    first = result["first"]
+    assert first["blessing"]["blessed"] and first["blessing"]["champion"] is None
+    assert len(first["models"]) == 1 and first["bentos"] == [first["champion"]]
+    assert first["blessing"]["released"]["bento"] == first["champion"]
+
+    worse = result["worse"]  # valid NDCG 0.1 < the champion's 0.2
+    assert not worse["blessing"]["blessed"]
+    assert any("not better" in reason for reason in worse["blessing"]["reasons"])
+    assert worse["champion"] == first["champion"] and worse["models"] == first["models"]
+
+    crashed = result["crashed"]  # better, but the Bento build fails
+    assert result["crash_raised"]
+    assert crashed["champion"] == first["champion"]
+    assert crashed["models"] == first["models"] and crashed["bentos"] == first["bentos"]
