@@ -11,6 +11,9 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# the BentoML model store and Bentos live inside the project, so a clone is self-contained
+export BENTOML_HOME := $(abspath .bentoml)
+export BENTOML_DO_NOT_TRACK := True
 
 STAMP := $(VENV)/.installed
 
@@ -49,8 +52,22 @@ run-gpu: $(STAMP) ## like run, with the larger search budget of profiles/gpu.arg
 	$(BIN)/dvc exp run $$(cat profiles/gpu.args)
 	$(MAKE) --no-print-directory leaderboard
 
-test: $(STAMP) ## run the default test suite (skips slow and GPU tests)
-	$(BIN)/python -m pytest -m "not slow and not gpu"
+serve: $(STAMP) ## serve the blessed champion on localhost (prints URL, Swagger page and token)
+	$(BIN)/python -m services.serve --port $${PORT:-3000}
+
+bench-serve: $(STAMP) ## throughput/latency table of the served champion (+ 5-min soak, quantisation)
+	$(BIN)/python bench/serve.py --soak 300 --quantize
+
+releases: ## list the BentoML models and Bentos in .bentoml/
+	$(BIN)/bentoml models list; $(BIN)/bentoml list
+
+browser: ## install Debian's headless Chromium for the browser tests (as root, once)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "make: chromium missing and not root: the browser tests will fail" >&2
+
+test: $(STAMP) browser ## run the default test suite (skips slow tests; GPU tests run where CUDA is)
+	$(BIN)/python -m pytest -m "not slow"
 
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest
@@ -62,4 +79,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu test test-all lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve releases browser test test-all lint clean

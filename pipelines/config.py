@@ -47,6 +47,9 @@ class IngestParams(_Frozen):
     # at most 3: a longer zip prefix can single out a person (HIPAA Safe Harbor keeps 3)
     region_digits: int = Field(3, ge=1, le=3)
     rating_range: tuple[float, float] = (1.0, 5.0)
+    # explicit: every event needs a rating; implicit: ratings may be blank (clicks, views);
+    # auto: explicit when the source has a rating column, implicit when it has none
+    feedback: Literal["auto", "explicit", "implicit"] = "auto"
 
     @field_validator("age_bands")
     @classmethod
@@ -68,7 +71,9 @@ TieBreak = Literal["item_id", "source_order"]
 
 class SplitParams(_Frozen):
     min_count: int = Field(5, ge=1)
-    tie_break: TieBreak = "item_id"
+    # source_order: same-second events keep the source's order (a random tie-break on
+    # ML-100K); item_id only demonstrates the leak an id order plants (design.md §4)
+    tie_break: TieBreak = "source_order"
 
 
 class FeaturesParams(_Frozen):
@@ -180,6 +185,51 @@ class SelectParams(_Frozen):
     metric: Literal["ndcg@10", "hr@10", "mrr@10"] = "ndcg@10"
 
 
+class PackageParams(_Frozen):
+    """The blessing gate: what a model must show before it is packaged and served."""
+
+    # validation floors every blessed model clears; popularity scores ~0.033 on ML-100K
+    floors: dict[str, float] = Field(default_factory=lambda: {"ndcg@10": 0.03})
+    # absolute valid NDCG@10 gain over the champion (0 = strictly better)
+    margin: float = Field(0.0, ge=0)
+    # relative drop allowed on new-item Recall@20 and new-user NDCG@10 (k = 0)
+    coldstart_tolerance: float = Field(0.05, ge=0, lt=1)
+    # true: a winner without cold-start numbers is not blessed
+    require_coldstart: bool = False
+
+
+class ServeParams(_Frozen):
+    # none | int8 | bf16; int8 only where bench/serve.py --quantize shows < 1% NDCG loss
+    quantization: Literal["none", "int8", "bf16"] = "none"
+    cache_entries: int = Field(10_000, ge=0)  # per-user results, keyed by model version
+
+
+class MonitoringParams(_Frozen):
+    # below this many events in a batch the monitor decides nothing (too noisy to judge)
+    min_events: int = Field(200, ge=1)
+    # PSI per interaction feature: 0.1 is "some shift", 0.2 "major shift" (the usual reading)
+    psi_threshold: float = Field(0.2, gt=0)
+    # drift when at least this share of the interaction features drift
+    feature_drift_share: float = Field(0.3, gt=0, le=1)
+    # cosine distance between the mean MiniLM vectors of reference and batch events
+    embedding_threshold: float = Field(0.05, gt=0)
+    # share of the batch's events on items the reference never saw / of users it never saw
+    unseen_items_share: float = Field(0.2, gt=0, le=1)
+    unseen_users_share: float = Field(0.5, gt=0, le=1)
+    # relative drop of the champion's next-item NDCG@10 on the batch against training time
+    ndcg_drop: float = Field(0.3, gt=0, lt=1)
+    k: int = Field(10, ge=1, le=100)
+    # reference rows kept for Evidently (a sample; drift tests need no more)
+    reference_rows: int = Field(20_000, ge=100)
+    seed: int = 42
+
+
+class ReplayParams(_Frozen):
+    initial_weeks: int = Field(12, ge=1)  # design.md §6: to 1997-12-07 on ML-100K
+    # the MovieLens replay uses the public demo key, as `make ingest` does
+    demo_key: bool = True
+
+
 class Params(_Frozen):
     seed: int = 42
     ingest: IngestParams = IngestParams()
@@ -191,6 +241,10 @@ class Params(_Frozen):
     evaluate: EvaluateParams = EvaluateParams()
     coldstart: ColdStartParams = ColdStartParams()
     select: SelectParams = SelectParams()
+    package: PackageParams = PackageParams()
+    serve: ServeParams = ServeParams()
+    monitoring: MonitoringParams = MonitoringParams()
+    replay: ReplayParams = ReplayParams()
 
 
 class ParamsError(ValueError):

@@ -44,6 +44,7 @@ EMBEDDINGS_META = EMBEDDINGS_DIR / "meta.json"
 TUNE_DIR = ARTIFACTS / "tune"
 TUNE_BEST = TUNE_DIR / "best.json"
 TUNE_HISTORY = TUNE_DIR / "history.csv"
+TUNE_FITTED = TUNE_DIR / "fitted"  # the best trial's model per tuned model
 
 MODELS_DIR = ARTIFACTS / "models"
 
@@ -56,6 +57,12 @@ SELECTION_DIR = ARTIFACTS / "selection"
 SELECTION = SELECTION_DIR / "selection.json"
 SELECTION_LEADERBOARD_JSON = SELECTION_DIR / "leaderboard.json"
 SELECTION_LEADERBOARD_MD = SELECTION_DIR / "leaderboard.md"
+
+RELEASE_DIR = ARTIFACTS / "release"
+BLESSING = RELEASE_DIR / "blessing.json"
+BENTOML_HOME = ROOT / ".bentoml"  # the model store and Bentos, inside the project (git-ignored)
+SERVE_TOKEN = SECRETS / "serve.token"  # the local bearer token, created once, mode 0600
+DATA_DVC = ROOT / "data.dvc"
 
 COLDSTART_DIR = ARTIFACTS / "coldstart"
 COLDSTART_METRICS = COLDSTART_DIR / "metrics.json"

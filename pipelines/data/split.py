@@ -1,9 +1,11 @@
 """The ML-100K-LOO-Full benchmark protocol (design.md §4): filter, order, leave one out.
 
 1. every interaction is an implicit positive; iterative k-core on users and items;
-2. each user's events sorted by (timestamp, item_id), stable, item ids compared
-   as numbers when all are integers — on ML-100K this tie-break decides the
-   test target of 44% of users, so it must be exactly this;
+2. each user's events sorted by timestamp, stable: same-second events keep the
+   source file's order (``source_order``, the default; ML-100K ships in random
+   order, so this is a random tie-break, as RecBole does). ``item_id`` orders
+   ties by item id instead — kept only to demonstrate the leak it plants: it
+   makes every tied test target the later-catalogued, rarer item;
 3. last event = test, second-to-last = valid, the rest = train.
 """
 
@@ -44,7 +46,7 @@ def k_core(interactions: pd.DataFrame, min_count: int) -> pd.DataFrame:
         frame = frame[keep]
 
 
-def order_events(interactions: pd.DataFrame, tie_break: TieBreak = "item_id") -> pd.DataFrame:
+def order_events(interactions: pd.DataFrame, tie_break: TieBreak = "source_order") -> pd.DataFrame:
     """Each user's events by timestamp, stable; same-second events by item id or source order."""
     if tie_break == "source_order":
         keyed = interactions.assign(_item_key=np.arange(len(interactions)))
@@ -70,7 +72,7 @@ def index_ids(ids: pd.Series, sort_key: pd.Series | None = None) -> pd.DataFrame
 
 
 def split_interactions(
-    interactions: pd.DataFrame, min_count: int, tie_break: TieBreak = "item_id"
+    interactions: pd.DataFrame, min_count: int, tie_break: TieBreak = "source_order"
 ) -> pd.DataFrame:
     """Filtered, ordered, labelled interactions with user_idx and item_idx."""
     core = k_core(interactions[[USER_ID, ITEM_ID, TIMESTAMP]], min_count)

@@ -44,6 +44,38 @@ def recall_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     return sum(item in relevant for item in ranked[:k]) / len(relevant)
 
 
+def precision_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
+    """Share of the top k that is relevant; min=0, max=min(1, |relevant| / k)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    return sum(item in relevant for item in ranked[:k]) / k
+
+
+def f1_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
+    """Harmonic mean of precision@k and recall@k; 0 when either is 0."""
+    precision, recall = precision_at_k(ranked, relevant, k), recall_at_k(ranked, relevant, k)
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def auc(ranked: Sequence[int], relevant: set[int]) -> float:
+    """Share of (relevant, non-relevant) pairs the full ranking orders correctly; min=0, max=1.
+
+    ``ranked`` is every candidate, best first. 0.5 is a random order; with no
+    relevant or no non-relevant candidate there is no pair and the answer is 0.5.
+    """
+    positives = sum(item in relevant for item in ranked)
+    negatives = len(ranked) - positives
+    if positives == 0 or negatives == 0:
+        return 0.5
+    correct, negatives_seen = 0, 0
+    for item in ranked:
+        if item in relevant:
+            correct += negatives - negatives_seen  # every negative below this positive
+        else:
+            negatives_seen += 1
+    return correct / (positives * negatives)
+
+
 def mrr_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
     """Reciprocal rank of the first relevant item within the top k; 0 when none."""
     for pos, item in enumerate(ranked[:k]):
@@ -78,6 +110,26 @@ def hit_from_ranks(ranks: torch.Tensor, k: int) -> torch.Tensor:
 def mrr_from_ranks(ranks: torch.Tensor, k: int) -> torch.Tensor:
     reciprocal = 1.0 / (ranks.double() + 1.0)
     return torch.where(ranks < k, reciprocal, torch.zeros_like(reciprocal))
+
+
+def precision_from_ranks(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user precision@k with one relevant item: 1/k on a hit, else 0."""
+    return hit_from_ranks(ranks, k) / k
+
+
+def f1_from_ranks(ranks: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-user F1@k with one relevant item: 2 / (k + 1) on a hit (P = 1/k, R = 1), else 0."""
+    return hit_from_ranks(ranks, k) * (2.0 / (k + 1))
+
+
+def auc_from_ranks(ranks: torch.Tensor, n_candidates: torch.Tensor) -> torch.Tensor:
+    """Per-user AUC of one target among ``n_candidates`` unmasked items (target included).
+
+    The target's 0-based rank counts the negatives above it, so AUC = 1 - rank / negatives.
+    """
+    negatives = (n_candidates - 1).double()
+    auc_values = 1.0 - ranks.double() / negatives.clamp(min=1.0)
+    return torch.where(negatives > 0, auc_values, torch.full_like(auc_values, 0.5))
 
 
 def mask_seen(scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

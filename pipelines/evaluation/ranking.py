@@ -16,11 +16,14 @@ import torch
 
 from pipelines.evaluation.beyond_accuracy import list_metrics
 from pipelines.evaluation.metrics import (
+    auc_from_ranks,
     catalogue_coverage,
+    f1_from_ranks,
     hit_from_ranks,
     mask_seen,
     mrr_from_ranks,
     ndcg_from_ranks,
+    precision_from_ranks,
     target_ranks,
 )
 from pipelines.models.base import Histories, Recommender
@@ -28,7 +31,26 @@ from pipelines.models.base import Histories, Recommender
 
 def metric_names(k: int) -> tuple[str, ...]:
     """The evaluate stage's metrics, in report order; the first one picks the best model."""
-    return (f"ndcg@{k}", f"hr@{k}", f"mrr@{k}", f"coverage@{k}", f"novelty@{k}", f"arp@{k}")
+    return (
+        f"ndcg@{k}",
+        f"hr@{k}",
+        f"mrr@{k}",
+        f"precision@{k}",
+        f"recall@{k}",
+        f"f1@{k}",
+        "auc",
+        f"coverage@{k}",
+        f"novelty@{k}",
+        f"arp@{k}",
+    )
+
+
+def candidates(histories: Histories, n_items: int) -> torch.Tensor:
+    """Unmasked items per user (the catalogue less the distinct items of the history), ``[U]``."""
+    seen = torch.zeros(len(histories), dtype=torch.long)
+    for rows, batch in histories.batches(1024):
+        seen[rows] = batch.to_matrix(n_items).sum(dim=1).long()
+    return n_items - seen
 
 
 def masked_scores(model: Recommender, batch: Histories, exclude_seen: bool = True) -> torch.Tensor:
@@ -48,7 +70,11 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 def ranks_and_top_k(
     model: Recommender, histories: Histories, targets: torch.Tensor, k: int, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank of each target ``[U]`` (0-based, long) and each user's top-k list ``[U, k]``."""
+    """Rank of each target ``[U]`` (0-based, long) and each user's top-k list ``[U, k]``.
+
+    Masked items score -inf, so they never rank above a target: the rank counts only
+    unmasked items, and ``candidates`` gives how many there are per user.
+    """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if len(targets) != len(histories):
@@ -83,10 +109,15 @@ def evaluate_per_user(
     """Mean metrics over all users, and each user's NDCG@k (for segment tables)."""
     ranks, top = ranks_and_top_k(model, histories, targets, k, batch_size)
     per_user_ndcg = ndcg_from_ranks(ranks, k)
+    hits = hit_from_ranks(ranks, k)
     metrics = {
         f"ndcg@{k}": float(per_user_ndcg.mean()),
-        f"hr@{k}": float(hit_from_ranks(ranks, k).mean()),
+        f"hr@{k}": float(hits.mean()),
         f"mrr@{k}": float(mrr_from_ranks(ranks, k).mean()),
+        f"precision@{k}": float(precision_from_ranks(ranks, k).mean()),
+        f"recall@{k}": float(hits.mean()),  # one relevant item per user: recall = hit rate
+        f"f1@{k}": float(f1_from_ranks(ranks, k).mean()),
+        "auc": float(auc_from_ranks(ranks, candidates(histories, model.n_items)).mean()),
     }
     if catalogue is None:
         metrics[f"coverage@{k}"] = catalogue_coverage(top, model.n_items)

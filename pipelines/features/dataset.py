@@ -21,6 +21,7 @@ from pipelines.features.batch import TrainData, Validation
 from pipelines.features.profiles import profile_codes, profile_sizes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
 from pipelines.features.text import item_text
+from pipelines.io import verify_checksum
 from pipelines.schema import GENRES, ITEM_IDX, SEQ_N_TRAIN, TITLE, USER_IDX, VALID, YEAR
 
 
@@ -63,7 +64,10 @@ def load_dataset(
     profiles = _in_index_order(pd.read_parquet(profiles_path), USER_IDX, profiles_path)
     items = _in_index_order(pd.read_parquet(items_path), ITEM_IDX, items_path)
     vocabulary = json.loads((features_dir / paths.PROFILE_VOCAB.name).read_text())
-    embeddings = np.load(embeddings_path) if embeddings_path.exists() else None
+    embeddings = None
+    if embeddings_path.exists():
+        verify_checksum(embeddings_path)
+        embeddings = np.load(embeddings_path)
     if embeddings is not None and len(embeddings) != len(items):
         raise ValueError(
             f"{embeddings_path} has {len(embeddings)} vectors for {len(items)} items: "

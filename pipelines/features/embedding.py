@@ -34,7 +34,7 @@ from pipelines import paths, schema
 from pipelines.config import EmbedParams
 from pipelines.device import resolve_device
 from pipelines.features.text import TextEncoder, item_text
-from pipelines.io import atomic_write, write_json, write_npy
+from pipelines.io import atomic_write, write_checksums, write_json, write_npy
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,7 @@ def embed_catalogue(
 
     embeddings = np.ascontiguousarray(assemble(keys, cache), dtype=np.float32)  # [N, D]
     write_npy(embeddings, embeddings_path)
+    write_checksums(embeddings_path.parent, [embeddings_path.name])
     meta = {
         "model": params.model,
         "dim": int(embeddings.shape[1]),

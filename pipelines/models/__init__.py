@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.models.base import Histories, Recommender, TrainData
+from pipelines.io import verify_checksum
+from pipelines.models.base import MODEL_META, Histories, Recommender, TrainData
 from pipelines.models.ease import EASE
 from pipelines.models.fusion_transformer import FusionTransformer
 from pipelines.models.itemknn import ItemKNN
@@ -30,7 +31,8 @@ def build_model(name: str, n_items: int, config: dict[str, Any] | None = None) -
 
 def load_model(directory: Path) -> Recommender:
     """Rebuild a saved model from its ``model.json`` and ``state.pt``."""
-    meta = json.loads((directory / "model.json").read_text())
+    verify_checksum(directory / MODEL_META)
+    meta = json.loads((directory / MODEL_META).read_text())
     model = build_model(meta["name"], meta["n_items"], meta["config"])
     model.load_state(directory)
     return model.eval()

@@ -18,7 +18,6 @@ served from what they did (and their profile), not from a lookup table.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -30,6 +29,10 @@ from torch import nn
 
 # the data a model consumes is defined one layer down, with the features that build it
 from pipelines.features.batch import PAD, Histories, TrainData, Validation
+from pipelines.io import atomic_path, verify_checksum, write_checksums, write_json
+
+MODEL_META = "model.json"  # name, n_items and every config value
+MODEL_STATE = "state.pt"  # the weights, a plain state dict
 
 __all__ = ["PAD", "Histories", "Recommender", "TrainData", "Validation"]
 
@@ -117,9 +120,12 @@ class Recommender(nn.Module, ABC):
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "n_items": self.n_items, "config": self.config}
-        (directory / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        torch.save(self.state_dict(), directory / "state.pt")
+        write_json(meta, directory / MODEL_META)
+        with atomic_path(directory / MODEL_STATE) as temp:
+            torch.save(self.state_dict(), temp)
+        write_checksums(directory, [MODEL_META, MODEL_STATE])
 
     def load_state(self, directory: Path) -> None:
-        state = torch.load(directory / "state.pt", map_location="cpu", weights_only=True)
+        verify_checksum(directory / MODEL_STATE)
+        state = torch.load(directory / MODEL_STATE, map_location="cpu", weights_only=True)
         self.load_state_dict(state)

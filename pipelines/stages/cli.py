@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -50,9 +52,42 @@ def die_with_parent() -> None:
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         except (OSError, AttributeError):  # not glibc/musl: the publish guard still holds
             pass
+    # SIGTERM unwinds like an exception: staging folders are removed, nothing is published
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
     io.set_publish_guard(lambda: os.getppid() == parent)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _outputs_note(writes: Mapping[str, Path]) -> str:
+    outputs = ", ".join(_describe(k, v) for k, v in writes.items())
+    return (
+        f"{outputs}: left as they were before this run (outputs are replaced only when "
+        "complete); `dvc checkout` restores the last committed outputs if they were lost"
+    )
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    # torch.save reports a full disk as a RuntimeError from its stream writer
+    text = str(err).lower()
+    return "no space left" in text or ("file write failed" in text and "stream" in text)
+
+
+def _describe_error(err: BaseException, writes: Mapping[str, Path]) -> str:
+    if _is_disk_full(err):
+        places = []
+        for path in writes.values():
+            existing = next(p for p in (Path(path), *Path(path).parents) if p.exists())
+            free = shutil.disk_usage(existing).free
+            places.append(f"{_describe('', path)} ({free / 2**20:.0f} MiB free on its disk)")
+        return "the disk is full: could not write " + ", ".join(places)
+    return f"unexpected error: {type(err).__name__}: {err} (re-run with --debug)"
 
 
 def _describe(name: str, default: Path) -> str:
@@ -115,23 +150,21 @@ def main(
     args = vars(parser.parse_args(argv))
     params_path, debug = args.pop("params"), args.pop("debug")
     setup_logging(debug)
-    die_with_parent()
+    if argv is None:  # a real command (DVC, Airflow, a shell), not a call from Python
+        die_with_parent()
     started = time.perf_counter()
     try:
         params: Params = load_params(params_path)
         summary = run(params, **args)
-    except (ParamsError, FileNotFoundError, io.PublishError) as err:
+    except (ParamsError, FileNotFoundError, io.PublishError, io.CorruptOutputError) as err:
         if debug:
             raise
-        print(f"{name}: {err}", file=sys.stderr)
+        print(f"{name}: {err}\n{_outputs_note(writes)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as err:  # the one place that turns any failure into one line
         if debug:
             raise
-        print(
-            f"{name}: unexpected error: {type(err).__name__}: {err} (re-run with --debug)",
-            file=sys.stderr,
-        )
+        print(f"{name}: {_describe_error(err, writes)}\n{_outputs_note(writes)}", file=sys.stderr)
         return EXIT_UNEXPECTED
     if summary:
         log.info("%s: %s", name, json.dumps(summary, default=str))

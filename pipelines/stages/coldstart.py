@@ -19,13 +19,14 @@ from pipelines.io import write_json, write_text
 from pipelines.models import Recommender
 from pipelines.stages import cli
 from pipelines.stages.render import markdown_table
-from pipelines.training.fit import check_params, fit_model, read_tuned, resolve
+from pipelines.training.fit import check_params, fit_or_reuse, read_tuned, resolve
 
 READS = {
     "features": paths.FEATURES_DIR,
     "items": paths.SPLIT_ITEMS,
     "embeddings": paths.ITEM_EMBEDDINGS,
     "tuned": paths.TUNE_BEST,
+    "models": paths.MODELS_DIR,
 }
 WRITES = {"out": paths.COLDSTART_DIR}
 
@@ -86,7 +87,13 @@ def coldstart_markdown(metrics: dict[str, Any], settings: ColdStartParams) -> st
 
 
 def run(
-    params: Params, features: Path, items: Path, embeddings: Path, tuned: Path, out: Path
+    params: Params,
+    features: Path,
+    items: Path,
+    embeddings: Path,
+    tuned: Path,
+    models: Path,
+    out: Path,
 ) -> dict[str, Any]:
     check_params(params)
     dataset = load_dataset(features, items, embeddings)
@@ -94,7 +101,8 @@ def run(
 
     def fit(name: str, inputs: FitInputs) -> Recommender:
         spec = resolve(name, params.train, params.seed, inputs.train, best.get(name))
-        return fit_model(spec, inputs.train, inputs.valid)[0]
+        # the warm arm is the train stage's own fit: reused when configs and data match
+        return fit_or_reuse(spec, inputs.train, inputs.valid, [models / name])[0]
 
     metrics = run_protocols(
         dataset.sequences,

@@ -22,7 +22,15 @@ from pipelines.config import Params
 from pipelines.features.dataset import load_dataset, train_data, validation
 from pipelines.io import replaced_dir, write_json
 from pipelines.stages import cli
-from pipelines.training.fit import check_params, fit_model, log_tuned_choices, read_tuned, resolve
+from pipelines.training.fit import (
+    check_params,
+    fit_fingerprint,
+    fit_or_reuse,
+    log_tuned_choices,
+    read_tuned,
+    resolve,
+    save_fitted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,7 @@ READS = {
     "items": paths.SPLIT_ITEMS,
     "embeddings": paths.ITEM_EMBEDDINGS,
     "tuned": paths.TUNE_BEST,
+    "fitted": paths.TUNE_FITTED,
     "checkpoints": paths.CHECKPOINTS,
 }
 WRITES = {"out": paths.MODELS_DIR}
@@ -44,6 +53,7 @@ def run(
     items: Path,
     embeddings: Path,
     tuned: Path,
+    fitted: Path,
     checkpoints: Path,
     out: Path,
 ) -> dict[str, Any]:
@@ -65,15 +75,18 @@ def run(
             started = time.perf_counter()
             spec = resolve(name, params.train, params.seed, train, best.get(name))
             log_tuned_choices(spec, params.train)
-            # resumes an interrupted run (the loop ignores a checkpoint of other data or config)
-            model, result = fit_model(spec, train, valid, checkpoint_dir=checkpoints / name)
-            model.save(staging / name)
-            record = {"config": spec.record()}
+            # the tune stage's best trial is this very fit when the configs and data match;
+            # otherwise fit, resuming an interrupted run from its checkpoint
+            model, result, origin = fit_or_reuse(
+                spec, train, valid, [fitted / name], checkpoint_dir=checkpoints / name
+            )
+            save_fitted(model, spec, result, fit_fingerprint(spec, train, valid), staging / name)
+            record = {"config": spec.record(), "origin": origin}
             if result is not None:
                 record["result"] = dataclasses.asdict(result)
             write_json(record, staging / name / TRAINING_RECORD)
             seconds[name] = round(time.perf_counter() - started, 1)
-            log.info("fitted %s in %.1fs", name, seconds[name])
+            log.info("%s: %s in %.1fs", name, origin, seconds[name])
     # only now are the models safe in `out`: a kill before this point resumes from these
     for name in params.train.models:
         shutil.rmtree(checkpoints / name, ignore_errors=True)

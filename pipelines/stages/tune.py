@@ -4,6 +4,8 @@ Writes the best trial per model (``best.json``, read by `train`), every trial's
 value as a DVC plot (``history.csv``), an optimisation-history page per model,
 and a copy of the studies (``studies.db``, SQLite). The studies themselves live
 under ``.cache/tune/`` keyed by what they depend on, so a killed run resumes.
+The best trial's fitted model is kept in ``fitted/<model>/``: the train stage
+reuses it rather than fitting the same configs on the same data again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from pipelines.features.dataset import load_dataset, train_data, validation
 from pipelines.io import atomic_path, replaced_dir, write_json, write_text
 from pipelines.stages import cli
 from pipelines.training.fit import check_params
-from pipelines.training.tuning import file_digest, history_rows, run_study, study_key, summary
+from pipelines.training.tuning import (
+    best_fit_keeper,
+    file_digest,
+    history_rows,
+    run_study,
+    study_key,
+    summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ READS = {
     "studies": paths.TUNE_CACHE,
 }
 WRITES = {"out": paths.TUNE_DIR}
+FITTED = paths.TUNE_FITTED.name  # the best trial's fitted model per model
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -59,20 +69,32 @@ def run(
     )
     best, rows = {}, []
     with replaced_dir(out) as staging:
+        (staging / FITTED).mkdir()
+        write_text(
+            "The best trial's fitted model per tuned model; the train stage reuses one when\n"
+            "its configs and data are exactly those of the train stage's own fit.\n",
+            staging / FITTED / "README.txt",
+        )
         for name, budget in params.tune.trials.items():
             if budget < 1:
                 log.info("%s: no trial budget, its params.yaml values are used as they are", name)
                 continue
             started = time.perf_counter()
-            store = studies / f"{name}-{study_key(name, params, data_digest)[:16]}.db"
+            key = study_key(name, params, data_digest)[:16]
+            store = studies / f"{name}-{key}.db"
             store.parent.mkdir(parents=True, exist_ok=True)
-            study = run_study(name, params, train, valid, f"sqlite:///{store}")
+            kept = studies / f"{name}-{key}-best"
+            keep = best_fit_keeper(kept, train, valid)
+            study = run_study(name, params, train, valid, f"sqlite:///{store}", keep)
             best[name] = summary(study, params.tune.spaces[name])
             rows += history_rows(name, study)
             page = optuna.visualization.plot_optimization_history(study)
             page.write_html(staging / f"{name}_history.html", include_plotlyjs="cdn")
             with atomic_path(staging / f"{name}.db") as temp:
                 shutil.copyfile(store, temp)
+            best_fit = kept / f"trial-{study.best_trial.number}"
+            if best_fit.is_dir():  # train reuses it instead of fitting the same configs again
+                shutil.copytree(best_fit, staging / FITTED / name)
             log.info(
                 "%s: best valid ndcg %.4f with %s %s (trial %d of %d, %d pruned) in %.0fs",
                 name,

@@ -18,9 +18,10 @@ trial budget (``tune.trials.<model>: 0``) or leave the key out of its space.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from typing import Any
 import torch
 
 from pipelines.config import MODEL_NAMES, Params, ParamsError, TrainParams
-from pipelines.models import MODELS, Recommender, TrainData
+from pipelines.io import write_json
+from pipelines.models import MODELS, Recommender, TrainData, load_model
 from pipelines.models.base import Validation, config_from_dict, config_to_dict
-from pipelines.training.loop import TrainerConfig, TrainResult, fit_gradient
+from pipelines.training.loop import TrainerConfig, TrainResult, data_digest, fit_gradient
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,72 @@ def fit_model(
             raise ValueError(f"{spec.name} trains by gradient and needs a validation set")
         result = fit_gradient(model, train, valid, spec.trainer, checkpoint_dir, report)
     return model.eval(), result
+
+
+# -- reusing a fit: the same configs on the same data give the same model ----------------
+FIT_RECORD = "fit.json"
+
+
+def fit_fingerprint(spec: FitSpec, train: TrainData, valid: Validation | None) -> str:
+    """Digest of what decides a fit's outcome: the configs (bar the device) and the data."""
+    record = spec.record()
+    if record["trainer"] is not None:
+        record["trainer"] = {k: v for k, v in record["trainer"].items() if k != "device"}
+    payload = {"name": spec.name, "model": record["model"], "trainer": record["trainer"]}
+    payload["data"] = data_digest(train, valid if spec.trainer is not None else None)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def save_fitted(
+    model: Recommender, spec: FitSpec, result: TrainResult | None, fingerprint: str, directory: Path
+) -> None:
+    """The model plus what it was fitted with, so an identical fit can be skipped later."""
+    model.save(directory)
+    record = {
+        "fingerprint": fingerprint,
+        "config": spec.record(),
+        "result": None if result is None else dataclasses.asdict(result),
+    }
+    write_json(record, directory / FIT_RECORD)
+
+
+def load_fitted(directory: Path, fingerprint: str) -> tuple[Recommender, TrainResult | None] | None:
+    """The model saved in ``directory`` if it was fitted exactly as asked, else None.
+
+    Training is deterministic (seeded, deterministic kernels on CPU), so a saved fit
+    with the same fingerprint is the model a new fit would give; on a GPU the same
+    fingerprint may come from a run whose float order differed, which is still a
+    model of the same configs and data.
+    """
+    record_path = directory / FIT_RECORD
+    if not record_path.exists():
+        return None
+    record = json.loads(record_path.read_text())
+    if record.get("fingerprint") != fingerprint:
+        return None
+    result = record.get("result")
+    if result is not None:
+        result = TrainResult(**{**result, "history": tuple(map(tuple, result["history"]))})
+    return load_model(directory), result
+
+
+def fit_or_reuse(
+    spec: FitSpec,
+    train: TrainData,
+    valid: Validation | None,
+    candidates: Sequence[Path] = (),
+    **fit_options: Any,
+) -> tuple[Recommender, TrainResult | None, str]:
+    """Reuse the first saved fit in ``candidates`` made with the same configs and data,
+    else fit; returns the model, its training result, and where it came from."""
+    fingerprint = fit_fingerprint(spec, train, valid)
+    for directory in candidates:
+        found = load_fitted(directory, fingerprint)
+        if found is not None:
+            log.info("%s: reusing the identical fit in %s", spec.name, directory)
+            return *found, str(directory)
+    model, result = fit_model(spec, train, valid, **fit_options)
+    return model, result, "fitted"
 
 
 def read_tuned(best_path: Path) -> dict[str, Tuned]:

@@ -214,6 +214,29 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def data_digest(train: TrainData, valid: Validation | None) -> str:
+    """Digest of everything a fit learns from: events, profiles, item vectors, validation."""
+    digest = hashlib.sha256(str(train.n_items).encode())
+    arrays = [
+        train.matrix.indptr,
+        train.matrix.indices,
+        train.histories.items,
+        train.histories.timestamps,
+        train.histories.profiles,
+        train.item_embeddings,
+    ]
+    if valid is not None:
+        arrays += [valid.histories.items, valid.histories.timestamps, valid.histories.profiles]
+        arrays.append(valid.targets)
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        values = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(
     model: Recommender,
     config: TrainerConfig,
@@ -221,22 +244,14 @@ def run_fingerprint(
     valid: Validation,
 ) -> str:
     """Digest of everything that decides the run: model, trainer config (bar device), data."""
-    digest = hashlib.sha256()
     meta = {
         "model": model.name,
         "n_items": model.n_items,
         "config": model.config,
         "trainer": {k: v for k, v in asdict(config).items() if k != "device"},
+        "data": data_digest(train, valid),
     }
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    for tensor in (
-        train.histories.items,
-        train.histories.timestamps,
-        valid.histories.items,
-        valid.targets,
-    ):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,19 @@ import optuna
 
 from pipelines.config import Params, SearchDimension, SearchSpace
 from pipelines.evaluation.ranking import evaluate_model
+from pipelines.io import write_json
+from pipelines.models import Recommender
 from pipelines.models.base import TrainData, Validation, config_to_dict
-from pipelines.training.fit import Tuned, fit_model, resolve
+from pipelines.training.fit import (
+    FIT_RECORD,
+    FitSpec,
+    Tuned,
+    fit_fingerprint,
+    fit_model,
+    resolve,
+    save_fitted,
+)
+from pipelines.training.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +92,16 @@ def current_point(name: str, params: Params, train: TrainData) -> dict[str, Any]
     return point
 
 
+Keep = Callable[[int, float, Recommender, FitSpec, "TrainResult | None"], None]
+
+
 def objective(
-    name: str, params: Params, train: TrainData, valid: Validation
+    name: str, params: Params, train: TrainData, valid: Validation, keep: Keep | None = None
 ) -> Callable[[optuna.Trial], float]:
-    """Validation NDCG@k of model ``name`` trained with a trial's hyperparameters."""
+    """Validation NDCG@k of model ``name`` trained with a trial's hyperparameters.
+
+    ``keep(trial, value, model, spec, result)`` sees every finished fit (to save the best).
+    """
     k = params.evaluate.k
 
     def run_trial(trial: optuna.Trial) -> float:
@@ -96,11 +115,15 @@ def objective(
         spec = resolve(name, params.train, params.seed, train, tuned)
         model, result = fit_model(spec, train, valid, report=report)
         if result is not None:
-            return result.best_valid_ndcg
-        metrics = evaluate_model(
-            model, valid.histories, valid.targets, k, params.evaluate.batch_size
-        )
-        return metrics[f"ndcg@{k}"]
+            value = result.best_valid_ndcg
+        else:
+            batch_size = params.evaluate.batch_size
+            value = evaluate_model(model, valid.histories, valid.targets, k, batch_size)[
+                f"ndcg@{k}"
+            ]
+        if keep is not None:
+            keep(trial.number, value, model, spec, result)
+        return value
 
     return run_trial
 
@@ -133,8 +156,45 @@ def finished(study: optuna.Study) -> int:
     return sum(trial.state in done for trial in study.get_trials(deepcopy=False))
 
 
+def sampler_for(seed: int, finished_trials: int) -> optuna.samplers.TPESampler:
+    """The sampler for the next trial, seeded by how many trials have finished, not by run.
+
+    A fresh run and one resumed after a kill then propose the same points from the
+    same finished trials (an interrupted trial is failed and does not count), so a
+    resumed study ends where an uninterrupted one does.
+    """
+    return optuna.samplers.TPESampler(seed=seed + finished_trials)
+
+
+def best_fit_keeper(folder: Path, train: TrainData, valid: Validation) -> Keep:
+    """Saves a trial's fitted model under ``folder/trial-<n>`` when it is the best so far,
+    so the train stage can reuse it instead of fitting the same configs again."""
+    best = {"value": float("-inf")}
+    for saved in folder.glob("trial-*/fit.json"):  # a resumed study: what was kept before
+        best["value"] = max(best["value"], json.loads(saved.read_text()).get("value", -1.0))
+
+    def keep(trial: int, value: float, model: Recommender, spec: FitSpec, result) -> None:
+        if value <= best["value"]:
+            return
+        best["value"] = value
+        target = folder / f"trial-{trial}"
+        save_fitted(model, spec, result, fit_fingerprint(spec, train, valid), target)
+        record = json.loads((target / FIT_RECORD).read_text())
+        write_json({**record, "value": value, "trial": trial}, target / FIT_RECORD)
+        for other in folder.glob("trial-*"):
+            if other != target:
+                shutil.rmtree(other, ignore_errors=True)
+
+    return keep
+
+
 def run_study(
-    name: str, params: Params, train: TrainData, valid: Validation, storage: str
+    name: str,
+    params: Params,
+    train: TrainData,
+    valid: Validation,
+    storage: str,
+    keep: Keep | None = None,
 ) -> optuna.Study:
     """Create or resume model ``name``'s study and run the trials its budget has left."""
     study = optuna.create_study(
@@ -142,7 +202,7 @@ def run_study(
         storage=storage,
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=params.seed),
+        sampler=sampler_for(params.seed, 0),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=2, n_warmup_steps=params.tune.pruner_warmup
         ),
@@ -150,22 +210,20 @@ def run_study(
     interrupted = fail_interrupted(study)
     done = finished(study)
     if done or interrupted:
-        # a resumed study reseeds its sampler by progress, so the rest is reproducible too
-        study.sampler = optuna.samplers.TPESampler(seed=params.seed + done)
         log.info(
-            "%s: resuming a study with %d finished trial(s); %d interrupted marked failed",
+            "%s: resuming a study with %d finished trial(s); %d interrupted one(s) marked failed",
             name,
             done,
             interrupted,
         )
-    study.enqueue_trial(current_point(name, params, train), skip_if_exists=True)
-    left = params.tune.trials[name] - done
-    if left > 0:
-        study.optimize(
-            objective(name, params, train, valid),
-            n_trials=left,
-            timeout=params.tune.timeout_minutes * 60,
-        )
+    waiting = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    if done == 0 and not waiting:  # trial 0, again if a kill interrupted it
+        study.enqueue_trial(current_point(name, params, train))
+    run_trial = objective(name, params, train, valid, keep)
+    deadline = time.monotonic() + params.tune.timeout_minutes * 60
+    while finished(study) < params.tune.trials[name] and time.monotonic() < deadline:
+        study.sampler = sampler_for(params.seed, finished(study))
+        study.optimize(run_trial, n_trials=1, timeout=deadline - time.monotonic())
     return study
 
 

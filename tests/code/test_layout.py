@@ -1,7 +1,7 @@
 """The package is a library in layers (design.md §9): imports only go down.
 
 core (schema, paths, config, io, device) → data, features → models → evaluation
-→ training → inference, monitoring → stages. Nothing in the library imports a
+→ training → inference → monitoring (it scores the served champion) → stages. Nothing in the library imports a
 stage; pipelines imports nothing from dags/ or services/.
 """
 
@@ -23,8 +23,8 @@ RANK = {
     "evaluation": 3,
     "training": 4,
     "inference": 5,
-    "monitoring": 5,
-    "stages": 6,
+    "monitoring": 6,
+    "stages": 7,
 }
 
 

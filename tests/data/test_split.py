@@ -36,14 +36,18 @@ def test_integer_item_ids_compare_as_numbers() -> None:
     assert list(id_sort_key(pd.Series(["b", "a10"]))) == ["b", "a10"]
 
 
-def test_same_second_events_are_ordered_by_numeric_item_id(tiny_interactions) -> None:
-    ordered = order_events(tiny_interactions[tiny_interactions["user_id"] == "1"])
+def test_the_id_order_demonstration_orders_ties_by_numeric_item_id(tiny_interactions) -> None:
+    ordered = order_events(tiny_interactions[tiny_interactions["user_id"] == "1"], "item_id")
     assert list(ordered["item_id"])[-2:] == ["9", "10"]  # as strings "10" < "9" would flip them
 
 
-def test_source_order_keeps_the_file_order_for_ties(tiny_interactions) -> None:
-    ordered = order_events(tiny_interactions[tiny_interactions["user_id"] == "1"], "source_order")
+def test_by_default_ties_keep_the_file_order(tiny_interactions) -> None:
+    # "10" is logged before "9" in the same second: the file's order decides, not the ids
+    ordered = order_events(tiny_interactions[tiny_interactions["user_id"] == "1"])
     assert list(ordered["item_id"])[-2:] == ["10", "9"]
+    shuffled = tiny_interactions.iloc[::-1].reset_index(drop=True)
+    ordered = order_events(shuffled[shuffled["user_id"] == "1"])
+    assert list(ordered["item_id"])[-2:] == ["9", "10"]
 
 
 def test_leave_one_out_labels_last_two_events() -> None:
@@ -56,8 +60,8 @@ def test_split_end_to_end(tiny_interactions, tiny_items, tiny_users) -> None:
     split = split_interactions(tiny_interactions, min_count=2)
     assert "77" not in set(split["item_id"])
     user1 = split[split["user_id"] == "1"]
-    assert user1[user1["split"] == "test"]["item_id"].item() == "10"
-    assert user1[user1["split"] == "valid"]["item_id"].item() == "9"
+    assert user1[user1["split"] == "test"]["item_id"].item() == "9"  # logged after "10"
+    assert user1[user1["split"] == "valid"]["item_id"].item() == "10"
     # indices are dense, 0-based, items in numeric id order
     items = catalogue(split, tiny_items)
     assert list(items["item_idx"]) == list(range(6))

@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from pipelines.evaluation.metrics import (
+    auc,
+    auc_from_ranks,
     catalogue_coverage,
     dcg_at_k,
+    f1_at_k,
+    f1_from_ranks,
     hit_from_ranks,
     hit_rate_at_k,
     mask_seen,
@@ -18,6 +22,8 @@ from pipelines.evaluation.metrics import (
     mrr_from_ranks,
     ndcg_at_k,
     ndcg_from_ranks,
+    precision_at_k,
+    precision_from_ranks,
     recall_at_k,
     target_ranks,
 )
@@ -80,6 +86,43 @@ def test_vectorised_metrics_match_the_reference(seed: int) -> None:
         assert mrr_from_ranks(ranks[row : row + 1], k).item() == pytest.approx(
             mrr_at_k(ranked, relevant, k)
         )
+        assert precision_from_ranks(ranks[row : row + 1], k).item() == pytest.approx(
+            precision_at_k(ranked, relevant, k)
+        )
+        assert f1_from_ranks(ranks[row : row + 1], k).item() == pytest.approx(
+            f1_at_k(ranked, relevant, k)
+        )
+        n_candidates = torch.tensor([50])
+        assert auc_from_ranks(ranks[row : row + 1], n_candidates).item() == pytest.approx(
+            auc(ranked, relevant)
+        )
+
+
+def test_classic_metrics_known_answers() -> None:
+    ranked = [4, 7, 1, 9, 2]  # 7 and 2 are relevant
+    relevant = {7, 2}
+    assert precision_at_k(ranked, relevant, 2) == 0.5  # 7 in the top 2
+    assert recall_at_k(ranked, relevant, 2) == 0.5  # 1 of 2 relevant found
+    assert f1_at_k(ranked, relevant, 2) == 0.5  # 2·0.5·0.5 / (0.5 + 0.5)
+    assert precision_at_k(ranked, relevant, 5) == 0.4 and recall_at_k(ranked, relevant, 5) == 1.0
+    assert f1_at_k(ranked, relevant, 5) == pytest.approx(2 * 0.4 / 1.4)
+    # pairs (relevant above non-relevant): 7 beats 1, 9 -> 2; 2 beats none -> 0; of 2 · 3 = 6
+    assert auc(ranked, relevant) == pytest.approx(2 / 6)
+    assert auc([1, 2, 3], {1}) == 1.0 and auc([1, 2, 3], {3}) == 0.0
+    assert auc([1, 2], set()) == 0.5  # no pair to order
+    assert f1_at_k(ranked, {99}, 3) == 0.0
+
+
+def test_vectorised_classic_metrics_at_exactly_k() -> None:
+    ranks = torch.tensor([0, 9, 10, 99])  # rank 9 is the 10th place: inside k = 10
+    assert precision_from_ranks(ranks, 10).tolist() == [0.1, 0.1, 0.0, 0.0]
+    assert f1_from_ranks(ranks, 10).tolist() == pytest.approx([2 / 11, 2 / 11, 0.0, 0.0])
+    assert hit_from_ranks(ranks, 10).tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert ndcg_from_ranks(ranks, 10)[1].item() == pytest.approx(1 / math.log2(11))
+    assert mrr_from_ranks(ranks, 10).tolist() == pytest.approx([1.0, 0.1, 0.0, 0.0])
+    # AUC of a target ranked r among n candidates: 1 - r / (n - 1)
+    n = torch.tensor([100, 100, 11, 100])
+    assert auc_from_ranks(ranks, n).tolist() == pytest.approx([1.0, 1 - 9 / 99, 0.0, 0.0])
 
 
 def test_coverage_counts_distinct_items() -> None:
@@ -94,5 +137,6 @@ def test_reference_metrics_are_bounded() -> None:
     for _ in range(200):
         ranked = rng.sample(range(30), 30)
         relevant = set(rng.sample(range(30), rng.randint(1, 5)))
-        for metric in (ndcg_at_k, hit_rate_at_k, recall_at_k, mrr_at_k):
+        for metric in (ndcg_at_k, hit_rate_at_k, recall_at_k, mrr_at_k, precision_at_k, f1_at_k):
             assert 0.0 <= metric(ranked, relevant, 10) <= 1.0
+        assert 0.0 <= auc(ranked, relevant) <= 1.0

@@ -33,7 +33,7 @@ def test_sequences_hold_protocol_order(tiny_interactions) -> None:
     first = sequences.iloc[0]
     assert len(first["items"]) == 6 and first["n_train"] == 4
     assert list(first["timestamps"]) == sorted(first["timestamps"])
-    assert first["items"][-1] == 5  # item "10" is the test target, index 5
+    assert first["items"][-1] == 4  # item "9" (index 4), logged after "10" in the same second
 
 
 def test_unknown_profile_values_get_code_zero(tiny_interactions, tiny_users) -> None:

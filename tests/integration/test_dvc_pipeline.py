@@ -120,6 +120,7 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
         "evaluate",
         "coldstart",
         "select",
+        "package",
     }
     metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
     assert set(metrics) == set(load_params(repo / "params.yaml").train.models)
@@ -128,6 +129,10 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
     assert np.load(repo / "artifacts/embeddings/items.npy").shape == (40, 384)
     record = json.loads((repo / "artifacts/models/ease/training.json").read_text())
     assert record["config"]["sources"]["l2"] == "params.yaml"
+    # the tuned gradient models reuse their best trial's fit instead of fitting it again
+    for name in ("sasrec", "fusion_transformer"):
+        origin = json.loads((repo / f"artifacts/models/{name}/training.json").read_text())["origin"]
+        assert origin.endswith(f"artifacts/tune/fitted/{name}"), (name, origin)
 
 
 def test_second_repro_does_nothing(repo: Path) -> None:
@@ -140,7 +145,7 @@ def test_changing_ease_lambda_reruns_what_reads_train_params(repo: Path) -> None
     # tune reads train (its trial 0 is the params.yaml values); coldstart fits with them too
     replace_once(repo / "params.yaml", "l2: 250.0", "l2: 100.0")
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert ran_stages(output) == {"tune", "train", "evaluate", "coldstart", "select"}
+    assert ran_stages(output) == {"tune", "train", "evaluate", "coldstart", "select", "package"}
     record = json.loads((repo / "artifacts/models/ease/training.json").read_text())
     assert record["config"]["model"]["l2"] == 100.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,8 @@ SMALL = {"hidden": 16, "n_heads": 2, "n_layers": 1, "max_len": 12, "profile_size
 
 
 @pytest.fixture(autouse=True)
-def _seeded_single_thread() -> Iterator[None]:
-    # tiny tensors: one thread is faster than two and leaves the other core free
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded(one_thread: None) -> None:
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def unit_vectors(n_items: int, dim: int = 384, seed: int = 0) -> np.ndarray:
@@ -267,7 +261,8 @@ def test_learns_successors_and_profile_starts() -> None:
 
 
 def test_shared_trainer_fits_it() -> None:
-    trainer = pytest.importorskip("pipelines.training.loop")
+    from pipelines.training import loop as trainer
+
     n_items = 10
     sequences = [[(s + t) % n_items for t in range(6)] for s in range(20)]
     data = train_data(sequences, n_items, [[1, 1, 1, 1]] * 20)
@@ -323,7 +318,6 @@ TEXTS = (
 
 
 def test_lora_mode_trains_only_adapters_and_round_trips(tmp_path: Path) -> None:
-    pytest.importorskip("peft")
     n_items = len(TEXTS)
     sequences = [[(s + t) % n_items for t in range(5)] for s in range(8)]
     model = FusionTransformer(n_items, {**SMALL, "text_encoder": "lora", "text_max_length": 24})
@@ -347,3 +341,97 @@ def test_lora_mode_trains_only_adapters_and_round_trips(tmp_path: Path) -> None:
     rebuilt = rebuild(tmp_path)
     assert torch.equal(rebuilt.items.text.token_ids, model.items.text.token_ids)
     assert torch.allclose(rebuilt.score_all(batch), model.score_all(batch), atol=1e-5)
+
+
+# -- switches that must matter -------------------------------------------------------------
+N_SWITCH_ITEMS = 8
+SWITCH_SEQUENCES = [[0, 1, 2, 3, 4], [4, 5, 6, 7], [2, 3, 5]]
+
+
+def trained_with(**switches: bool) -> FusionTransformer:
+    torch.manual_seed(0)
+    model = fitted(N_SWITCH_ITEMS, SWITCH_SEQUENCES, **switches)
+    batch = Histories.from_lists(
+        SWITCH_SEQUENCES,
+        [[1_000_000 + 5_000 * t * t for t in range(len(s))] for s in SWITCH_SEQUENCES],
+        [[1, 2, 3, 4]] * 3,
+    )
+    train_steps(model, batch, steps=3)
+    return model
+
+
+def fixed_input(stamp_step: int = 3_600, profile: tuple[int, ...] = (1, 1, 1, 1)) -> Histories:
+    items = [[0, 1, 2], [4, 5]]
+    stamps = [[1_000_000 + stamp_step * t * (t + 1) for t in range(len(s))] for s in items]
+    return Histories.from_lists(items, stamps, [list(profile)] * 2)
+
+
+def differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return not torch.allclose(a, b, atol=1e-6)
+
+
+def test_time_changes_the_scores_only_when_on() -> None:
+    on, off = trained_with(), trained_with(use_time=False)
+    slow, fast = fixed_input(stamp_step=60), fixed_input(stamp_step=86_400 * 30)
+    assert differs(on.score_all(slow), on.score_all(fast))  # the encodings enter the input
+    assert torch.equal(off.score_all(slow), off.score_all(fast))
+    names = {name.split(".")[0] for name, _ in off.named_parameters()}
+    assert not names & {"gap", "hour", "weekday", "time_bias"}  # off: no such parameters
+
+
+def test_profile_changes_the_scores_only_when_on() -> None:
+    on, off = trained_with(), trained_with(use_profile=False)
+    a, b = fixed_input(profile=(1, 1, 1, 1)), fixed_input(profile=(2, 2, 5, 3))
+    assert differs(on.score_all(a), on.score_all(b))
+    assert torch.equal(off.score_all(a), off.score_all(b))
+    assert not [name for name, _ in off.named_parameters() if name.startswith("profile")]
+
+
+def test_text_changes_the_scores_only_when_on() -> None:
+    on, off = trained_with(), trained_with(use_text=False)
+    batch = fixed_input()
+    for model, expect_change in ((on, True), (off, False)):
+        before = model.score_all(batch)
+        other = train_data(SWITCH_SEQUENCES, N_SWITCH_ITEMS, [[1, 1, 1, 1]] * 3)
+        other = type(other)(**{**other.__dict__, "item_embeddings": unit_vectors(8, seed=9)})
+        model.fit(other)  # new text vectors, same weights
+        assert differs(before, model.score_all(batch)) == expect_change
+    assert off.items.adaptor is None and off.items.text is None
+
+
+def test_id_embeddings_change_the_scores_only_when_on() -> None:
+    on, off = trained_with(), trained_with(use_id=False)
+    batch = fixed_input()
+    before = on.score_all(batch)
+    with torch.no_grad():
+        on.items.ids.weight.add_(0.5)
+    on.eval()
+    assert differs(before, on.score_all(batch))
+    assert off.items.ids is None
+
+
+def test_every_whitening_expert_is_used() -> None:
+    model = trained_with()
+    batch = fixed_input()
+    before = model.score_all(batch)
+    gates = torch.softmax(model.items.adaptor.gate(model.items.text()), dim=-1)  # [n_items, K]
+    assert (gates.mean(dim=0) > 0.01).all()  # no expert is switched off by the gate
+    for expert in range(model.cfg.n_experts):
+        saved = model.items.adaptor.experts.data[expert].clone()
+        with torch.no_grad():
+            model.items.adaptor.experts.data[expert].zero_()
+        model.eval()
+        assert differs(before, model.score_all(batch)), expert
+        with torch.no_grad():
+            model.items.adaptor.experts.data[expert] = saved
+        model.eval()
+
+
+def test_there_is_no_user_id_embedding() -> None:
+    model = trained_with()
+    names = [name for name, _ in [*model.named_parameters(), *model.named_buffers()]]
+    assert not [name for name in names if "user" in name]
+    tables = [m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    # every table is sized by items, time buckets, hours, weekdays, positions or profile codes
+    allowed = {N_SWITCH_ITEMS, 33, 24, 7, SMALL["max_len"] + 1, *PROFILE_SIZES}
+    assert set(tables) <= allowed

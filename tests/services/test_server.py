@@ -171,6 +171,7 @@ def test_swagger_page_opens_in_headless_chromium(server: str) -> None:
         "(apt-get install chromium chromium-driver)"
     )
     from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:

@@ -11,6 +11,7 @@ import torch
 from pipelines.config import Params, ParamsError, SearchDimension, SearchSpace
 from pipelines.models import Histories, TrainData
 from pipelines.models.base import Validation
+from pipelines.training import tuning
 from pipelines.training.fit import Tuned, log_tuned_choices, read_tuned, resolve
 from pipelines.training.tuning import current_point, history_rows, run_study, suggest, summary
 
@@ -134,3 +135,44 @@ def test_a_tuned_value_that_overrides_params_is_logged(caplog) -> None:
     with caplog.at_level("WARNING"):
         log_tuned_choices(resolve("ease", params.train, 1, train), params.train)
     assert caplog.text == ""
+
+
+def test_a_killed_study_resumes_to_the_same_result(tmp_path) -> None:
+    train, valid = tiny_train()
+    params = params_with(5)
+    whole = run_study("ease", params, train, valid, f"sqlite:///{tmp_path / 'whole.db'}")
+
+    class Killed(BaseException):
+        """Stands for SIGKILL: nothing in the study catches it."""
+
+    storage = f"sqlite:///{tmp_path / 'cut.db'}"
+    calls = {"n": 0}
+    original = tuning.objective
+
+    def dying_objective(*args, **kwargs):
+        run_trial = original(*args, **kwargs)
+
+        def trial(t):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise Killed
+            return run_trial(t)
+
+        return trial
+
+    tuning.objective = dying_objective
+    try:
+        with pytest.raises(Killed):
+            run_study("ease", params, train, valid, storage)
+    finally:
+        tuning.objective = original
+    study = optuna.load_study(study_name="ease", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    resumed = run_study("ease", params, train, valid, storage)
+    states = [t.state.name for t in resumed.trials]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == 5  # 2 kept, 3 run
+    assert resumed.best_params == whole.best_params
+    assert resumed.best_value == whole.best_value
+    finished = [t for t in resumed.trials if t.state.name == "COMPLETE"]
+    assert [t.params for t in finished] == [t.params for t in whole.trials]
