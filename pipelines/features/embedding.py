@@ -3,7 +3,8 @@
 Reads ``artifacts/split/items.parquet`` and writes
 
 - ``artifacts/embeddings/items.npy``  float32 [n_items, dim], row i = item_idx i
-- ``artifacts/embeddings/meta.json``  model, dim, n_items, device, seconds, cache hits/misses
+- ``artifacts/embeddings/meta.json``  model, dim, n_items, max_length (run-independent);
+  the device, timings and cache hits are logged and returned, not written
 
 Vectors are cached by content: the key is sha256 of (model, max_length, item
 text), so an item is encoded once per distinct text, ever. The cache lives in
@@ -244,26 +245,26 @@ def embed_catalogue(
     embeddings = np.ascontiguousarray(assemble(keys, cache), dtype=np.float32)  # [N, D]
     write_npy(embeddings, embeddings_path)
     write_checksums(embeddings_path.parent, [embeddings_path.name])
+    # meta.json is a DVC output: only what the vectors depend on, so that the same
+    # catalogue gives the same file (and dvc.lock) on every run and machine
     meta = {
         "model": params.model,
         "dim": int(embeddings.shape[1]),
         "n_items": int(embeddings.shape[0]),
         "max_length": params.max_length,
+    }
+    write_json(meta, meta_path)
+    run = {
         "batch_size": params.batch_size,
         "device": device,
         "seconds": round(time.perf_counter() - started, 3),
         "encode_seconds": round(encode_seconds, 3),
         "cache": {"hits": hits, "misses": len(todo), "entries": len(cache)},
     }
-    write_json(meta, meta_path)
     log.info(
-        "wrote %s %s and %s in %.2fs",
-        embeddings_path,
-        embeddings.shape,
-        meta_path,
-        meta["seconds"],
+        "wrote %s %s and %s in %.2fs", embeddings_path, embeddings.shape, meta_path, run["seconds"]
     )
-    return meta
+    return {**meta, **run}
 
 
 def _cached_dim(cache_path: Path) -> int | None:

@@ -67,6 +67,18 @@ def champion() -> Champion | None:
     return Champion(str(bento.tag), str(model.tag), dict(model.info.metadata), Path(model.path))
 
 
+def model_exists(version: str) -> bool:
+    """Whether the store already holds ``MODEL_NAME:version``."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bentoml.models.get(f"{MODEL_NAME}:{version}")
+    except NotFound:
+        return False
+    return True
+
+
 def pinned_model_path(bento: Any) -> Path | None:
     """The bundle folder of the model a served Bento was built with (None outside a Bento)."""
     if bento is None:

@@ -11,6 +11,7 @@ one, or a failure at any step, leaves the champion as it was.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import subprocess
@@ -26,7 +27,7 @@ from pipelines.config import Params
 from pipelines.evaluation.blessing import BlessingRule, Evidence, bless, coldstart_slices
 from pipelines.inference import release
 from pipelines.inference.bundle import write_bundle
-from pipelines.io import write_json
+from pipelines.io import sha256_file, write_json
 from pipelines.stages import cli
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,18 @@ def data_hash(data_dvc: Path) -> str | None:
         return None
     outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
     return outs[0].get("md5")
+
+
+def release_version(winner: str, model_dir: Path, data: str | None) -> str:
+    """The release's version: a digest of the model's files and the data it was trained on.
+
+    The same model on the same data gets the same version on every machine, so a fresh
+    clone's `make run` reproduces blessing.json (and dvc.lock).
+    """
+    digest = hashlib.sha256(f"{winner}\n{data}\n".encode())
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(model_dir).as_posix()}\n{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def git_commit(root: Path) -> str | None:
@@ -129,7 +142,10 @@ def run(
         "released": None,
     }
     if decision.blessed:
-        version = dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
+        version = release_version(winner, models / winner, data_hash(data_dvc))
+        if release.model_exists(version):
+            # the same model blessed again (its Bento was removed): the time tells them apart
+            version += "-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
         card = {
             "name": winner,
             "version": f"{release.MODEL_NAME}:{version}",

@@ -9,7 +9,6 @@ killed run resumes; checkpoints are dropped only once every model is published.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import sys
@@ -83,7 +82,7 @@ def run(
             save_fitted(model, spec, result, fit_fingerprint(spec, train, valid), staging / name)
             record = {"config": spec.record(), "origin": origin}
             if result is not None:
-                record["result"] = dataclasses.asdict(result)
+                record["result"] = result.record()
             write_json(record, staging / name / TRAINING_RECORD)
             seconds[name] = round(time.perf_counter() - started, 1)
             log.info("%s: %s in %.1fs", name, origin, seconds[name])

@@ -1,9 +1,10 @@
 """Stage `tune`: an Optuna study per model with a trial budget, chosen on validation NDCG.
 
 Writes the best trial per model (``best.json``, read by `train`), every trial's
-value as a DVC plot (``history.csv``), an optimisation-history page per model,
-and a copy of the studies (``studies.db``, SQLite). The studies themselves live
-under ``.cache/tune/`` keyed by what they depend on, so a killed run resumes.
+value as a DVC plot (``history.csv``) and an optimisation-history page per model.
+The studies themselves (SQLite) live under ``.cache/tune/`` keyed by what they
+depend on, so a killed run resumes; they are not copied into the output, whose
+files must be the same on every run (the databases hold trial wall-clock times).
 The best trial's fitted model is kept in ``fitted/<model>/``: the train stage
 reuses it rather than fitting the same configs on the same data again.
 """
@@ -24,7 +25,7 @@ import optuna
 from pipelines import paths
 from pipelines.config import Params
 from pipelines.features.dataset import load_dataset, train_data, validation
-from pipelines.io import atomic_path, replaced_dir, write_json, write_text
+from pipelines.io import replaced_dir, write_json, write_text
 from pipelines.stages import cli
 from pipelines.training.fit import check_params
 from pipelines.training.tuning import (
@@ -89,9 +90,10 @@ def run(
             best[name] = summary(study, params.tune.spaces[name])
             rows += history_rows(name, study)
             page = optuna.visualization.plot_optimization_history(study)
-            page.write_html(staging / f"{name}_history.html", include_plotlyjs="cdn")
-            with atomic_path(staging / f"{name}.db") as temp:
-                shutil.copyfile(store, temp)
+            # a fixed div id: plotly draws a random one, which would change the file every run
+            page.write_html(
+                staging / f"{name}_history.html", include_plotlyjs="cdn", div_id=f"{name}-history"
+            )
             best_fit = kept / f"trial-{study.best_trial.number}"
             if best_fit.is_dir():  # train reuses it instead of fitting the same configs again
                 shutil.copytree(best_fit, staging / FITTED / name)

@@ -221,7 +221,7 @@ def save_fitted(
     record = {
         "fingerprint": fingerprint,
         "config": spec.record(),
-        "result": None if result is None else dataclasses.asdict(result),
+        "result": None if result is None else result.record(),
     }
     write_json(record, directory / FIT_RECORD)
 

@@ -119,3 +119,25 @@ def test_bless_release_refuse_and_survive_a_crash(tmp_path: Path) -> None:
     assert result["crash_raised"]
     assert crashed["champion"] == first["champion"]
     assert crashed["models"] == first["models"] and crashed["bentos"] == first["bentos"]
+
+
+def test_release_version_is_a_digest_of_the_model_and_its_data(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "ease"
+    model.mkdir(parents=True)
+    (model / "state.pt").write_bytes(b"weights")
+    (model / "model.json").write_text("{}")
+    first = package.release_version("ease", model, "abc.dir")
+
+    # the same files on another machine (another folder) give the same version: dvc.lock
+    # stays the same on a fresh clone
+    copy = tmp_path / "elsewhere" / "ease"
+    copy.mkdir(parents=True)
+    for path in model.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    assert package.release_version("ease", copy, "abc.dir") == first
+    assert len(first) == 16
+
+    assert package.release_version("ease", model, "other.dir") != first
+    assert package.release_version("itemknn", model, "abc.dir") != first
+    (model / "state.pt").write_bytes(b"other weights")
+    assert package.release_version("ease", model, "abc.dir") != first
