@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +64,14 @@ class TrainerConfig:
     seed: int = 42
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     eval_batch_size: int = 256  # users scored at once during validation
+    # learning rate over the run: constant, or a linear warm-up then a cosine decay to
+    # ``lr * min_lr_ratio`` at ``epochs`` (a fixed budget; early stopping may end it sooner)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    min_lr_ratio: float = 0.0  # the cosine floor, as a share of ``lr``
+    # exponential moving average of the weights, updated every step; validation, early
+    # stopping and the returned model use the average (0 = off, the raw weights)
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "eval_every", "sort_pool"):
@@ -69,6 +79,14 @@ class TrainerConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.random_windows < 0 or self.grad_clip < 0 or self.lr < 0:
             raise ValueError("random_windows, grad_clip and lr must not be negative")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError("warmup_epochs must be at least 0 and below epochs")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio must be between 0 and 1")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must be at least 0 and below 1")
 
 
 @dataclass(frozen=True)
@@ -76,10 +94,17 @@ class TrainResult:
     best_valid_ndcg: float  # valid NDCG@10 of the restored weights
     best_epoch: int  # 1-based epoch that reached it
     epochs: int  # epochs run in total, resumed ones included
-    seconds: float  # wall time in total, evaluations and resumed runs included
-    sequences_per_second: float  # training throughput, evaluations excluded
     device: str
     history: tuple[tuple[int, float], ...]  # (epoch, valid NDCG@10) of every evaluation
+    # how long it took: logged, never written to an output (0 for a result read back), so
+    # that the same fit gives the same files and dvc.lock on every run; not part of equality
+    seconds: float = field(default=0.0, compare=False)  # in all, evaluations and resumes included
+    sequences_per_second: float = field(default=0.0, compare=False)  # evaluations excluded
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, without the run-dependent timings."""
+        timings = ("seconds", "sequences_per_second")
+        return {k: v for k, v in asdict(self).items() if k not in timings}
 
 
 # -- setup ---------------------------------------------------------------------
@@ -97,6 +122,22 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+
+
+def lr_factor(progress: float, config: TrainerConfig) -> float:
+    """Share of ``config.lr`` at ``progress`` epochs into the run (0 = the first step).
+
+    A pure function of the position, so a resumed run follows the same curve
+    without storing a scheduler: warm-up rises linearly from 0 to 1 over
+    ``warmup_epochs``; ``cosine`` then falls to ``min_lr_ratio`` at ``epochs``.
+    """
+    if config.warmup_epochs and progress < config.warmup_epochs:
+        return progress / config.warmup_epochs
+    if config.schedule == "constant":
+        return 1.0
+    span = config.epochs - config.warmup_epochs
+    done = min(max(progress - config.warmup_epochs, 0.0) / span, 1.0)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 # -- batches -------------------------------------------------------------------
@@ -176,6 +217,37 @@ def batches(
         ]
     order = torch.randperm(len(chosen), generator=generator).tolist()
     return [make_batch(sequences, chosen[i], window) for i in order]
+
+
+# -- weight averaging ----------------------------------------------------------
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights.
+
+    ``update`` after each optimizer step; ``swapped_in`` puts the average into the
+    model for evaluation and restores the raw weights afterwards, so training
+    continues from where the optimizer left it.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.state[key].lerp_(value.detach(), 1 - self.decay)
+            else:  # counters, masks: the current value
+                self.state[key].copy_(value)
+
+    @contextmanager
+    def swapped_in(self, model: torch.nn.Module) -> Iterator[None]:
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield
+        finally:
+            model.load_state_dict(raw)
 
 
 # -- checkpoints ---------------------------------------------------------------
@@ -282,6 +354,7 @@ def train_epoch(
     generator: torch.Generator,
     device: torch.device,
     epoch: int,
+    average: WeightAverage | None = None,
 ) -> tuple[float, int]:
     """One pass over the shuffled windows; returns (mean loss, sequences seen)."""
     model.train()
@@ -290,7 +363,10 @@ def train_epoch(
     total_loss, steps, seen = 0.0, 0, 0
     epoch_batches = batches(sequences, config, window, generator)
     progress = tqdm(epoch_batches, desc=f"epoch {epoch}", leave=False, disable=None)
-    for batch in progress:
+    for step, batch in enumerate(progress):
+        factor = lr_factor(epoch - 1 + step / len(epoch_batches), config)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * factor
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss = model.loss(batch)
@@ -299,6 +375,8 @@ def train_epoch(
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         total_loss, steps, seen = total_loss + loss.item(), steps + 1, seen + len(batch.items)
         progress.set_postfix(loss=f"{total_loss / steps:.4f}")
     return total_loss / steps, seen
@@ -345,6 +423,7 @@ def _fit(
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     valid = validation.histories.to(device), validation.targets.to(device)
     run, best_state = RunState(), cpu_state(model)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
 
     fingerprint = run_fingerprint(model, config, train, validation)
     checkpoint = None if checkpoint_dir is None else load_checkpoint(checkpoint_dir)
@@ -357,13 +436,17 @@ def _fit(
         optimizer.load_state_dict(checkpoint["optimizer"])
         set_rng_state(checkpoint["rng"], generator)
         run, best_state = RunState(**checkpoint["run"]), checkpoint["best_state"]
+        if average is not None:
+            average.state = {k: v.to(device) for k, v in checkpoint["average"].items()}
         run.history = [(int(e), float(n)) for e, n in run.history]
         log.info("resumed from %s after epoch %d", checkpoint_dir, run.epoch)
 
     while not run.stopped and run.epoch < config.epochs:
         run.epoch += 1
         epoch_started = time.perf_counter()
-        loss, seen = train_epoch(model, optimizer, sequences, config, generator, device, run.epoch)
+        loss, seen = train_epoch(
+            model, optimizer, sequences, config, generator, device, run.epoch, average
+        )
         epoch_seconds = time.perf_counter() - epoch_started
         run.train_seconds, run.sequences = run.train_seconds + epoch_seconds, run.sequences + seen
         log.info(
@@ -377,13 +460,14 @@ def _fit(
             continue
 
         model.eval()
-        ndcg = evaluate_model(model, *valid, k=10, batch_size=config.eval_batch_size)[METRIC]
+        with average.swapped_in(model) if average is not None else nullcontext():
+            ndcg = evaluate_model(model, *valid, k=10, batch_size=config.eval_batch_size)[METRIC]
+            if ndcg > run.best_ndcg:
+                run.best_ndcg, run.best_epoch, run.stale = ndcg, run.epoch, 0
+                best_state = cpu_state(model)
+            else:
+                run.stale += 1
         run.history.append((run.epoch, ndcg))
-        if ndcg > run.best_ndcg:
-            run.best_ndcg, run.best_epoch, run.stale = ndcg, run.epoch, 0
-            best_state = cpu_state(model)
-        else:
-            run.stale += 1
         run.stopped = run.stale >= config.patience
         log.info(
             "epoch %d: valid %s %.4f (best %.4f at epoch %d)%s",
@@ -402,6 +486,7 @@ def _fit(
                     "run": {**asdict(run), "seconds": elapsed},
                     "state": cpu_state(model),
                     "best_state": best_state,
+                    "average": None if average is None else average.state,
                     "optimizer": optimizer.state_dict(),
                     "rng": rng_state(generator),
                 },

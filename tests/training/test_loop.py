@@ -18,10 +18,12 @@ from pipelines.training.loop import (
     CHECKPOINT,
     Sequences,
     TrainerConfig,
+    WeightAverage,
     batches,
     epoch_windows,
     fit_gradient,
     load_checkpoint,
+    lr_factor,
     seed_everything,
 )
 
@@ -158,9 +160,16 @@ class Interrupted(Exception):
     """Stands in for a killed process."""
 
 
-def test_resume_continues_and_ends_like_an_uninterrupted_run(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"schedule": "cosine", "warmup_epochs": 1.5, "ema_decay": 0.9}],
+    ids=["constant", "cosine-warmup-ema"],
+)
+def test_resume_continues_and_ends_like_an_uninterrupted_run(tmp_path, extra) -> None:
+    # the schedule is a function of the position and the average is checkpointed, so a
+    # resumed run follows the uninterrupted one exactly with either turned on
     train, valid, targets = successor_data()
-    config = replace(FAST, epochs=5, eval_every=1, random_windows=1)
+    config = replace(FAST, epochs=5, eval_every=1, random_windows=1, **extra)
     whole = fit_gradient(
         tiny_sasrec(), train, Validation(valid, targets), config, tmp_path / "whole"
     )
@@ -201,6 +210,69 @@ def test_resume_continues_and_ends_like_an_uninterrupted_run(tmp_path) -> None:
         tiny_sasrec(seed=7), train, Validation(valid, targets), config, tmp_path / "cut"
     )
     assert again.history == whole.history and again.epochs == whole.epochs
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_cosine() -> None:
+    constant = replace(FAST, epochs=10)
+    assert [lr_factor(p, constant) for p in (0, 3.5, 9.9)] == [1.0, 1.0, 1.0]
+    warm = replace(FAST, epochs=10, warmup_epochs=2)
+    assert lr_factor(0, warm) == 0.0 and lr_factor(1, warm) == 0.5 and lr_factor(2, warm) == 1.0
+    assert lr_factor(7, warm) == 1.0  # constant after the warm-up
+    cosine = replace(FAST, epochs=10, warmup_epochs=2, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(2, cosine) == pytest.approx(1.0)
+    assert lr_factor(6, cosine) == pytest.approx(0.55)  # half-way: the mean of 1 and 0.1
+    assert lr_factor(10, cosine) == pytest.approx(0.1)
+    assert lr_factor(12, cosine) == pytest.approx(0.1)  # past the budget: the floor
+    falls = [lr_factor(p, cosine) for p in (2, 4, 6, 8, 10)]
+    assert falls == sorted(falls, reverse=True) and len(set(falls)) == 5
+
+
+def test_schedule_reaches_the_optimizer() -> None:
+    train, valid, targets = successor_data()
+    config = replace(FAST, epochs=2, lr=0.01, schedule="cosine", min_lr_ratio=0.25)
+    model = tiny_sasrec()
+    seen: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", spy)
+        fit_gradient(model, train, Validation(valid, targets), config)
+    assert seen[0] == pytest.approx(0.01) and seen[-1] < 0.01 * 0.4
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_weight_average_follows_the_weights_and_swaps_back() -> None:
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(4.0)
+    average.update(model)  # 0.5 * 0 + 0.5 * 4
+    average.update(model)  # 0.5 * 2 + 0.5 * 4
+    with average.swapped_in(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), 3.0))
+    assert torch.allclose(model.weight, torch.full((1, 2), 4.0))  # the raw weights are back
+
+
+def test_with_an_average_the_returned_model_is_the_averaged_one() -> None:
+    train, valid, targets = successor_data()
+    plain = tiny_sasrec()
+    averaged = tiny_sasrec()
+    fit_gradient(plain, train, Validation(valid, targets), replace(FAST, epochs=3))
+    fit_gradient(
+        averaged, train, Validation(valid, targets), replace(FAST, epochs=3, ema_decay=0.9)
+    )
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), averaged.state_dict().values(), strict=True)
+        if a.is_floating_point()
+    ]
+    assert any(differ)
 
 
 def test_checkpoint_of_another_run_is_not_resumed(tmp_path) -> None:
