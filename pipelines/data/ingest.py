@@ -443,9 +443,8 @@ def ingest(
     if key is None and cfg.source == "movielens" and not os.environ.get(KEY_ENV):
         key = PUBLIC_DEMO_KEY  # public data, public key: reproducible on every machine
         log.info("batch %s: MovieLens demo, pseudonymised with the public demo key", batch)
-    key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, new_key)
-
     t0 = time.perf_counter()
+    # read (or refuse) the source before the key: a refused batch must not leave a new key
     raw: RawTables = read_source(cfg, downloads or paths.DOWNLOADS, base_dir or paths.ROOT)
     log.info(
         "batch %s: read %s from %s in %.1fs",
@@ -456,6 +455,7 @@ def ingest(
     )
     for note in raw.notes:
         log.info("batch %s: %s", batch, note)
+    key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, new_key)
 
     screened, withheld = withhold_contact_data(raw.users)
     users, interactions = apply_privacy(

@@ -20,6 +20,7 @@ from pipelines.config import IngestParams, Params, TableSource
 from pipelines.data import ingest as ingest_module
 from pipelines.data.ingest import BatchNameError, fingerprint_path, ingest
 from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN, PseudonymKeyError
+from pipelines.data.sources import SourceError
 from pipelines.stages import ingest as stage
 
 KEY_HEX = "5e" * 32
@@ -396,6 +397,17 @@ def test_a_lost_key_is_refused_while_data_depends_on_it(tmp_path, clean, no_key_
     assert result.accepted and key_path.is_file()
     assert not first_users & set(pd.read_parquet(data / "users.parquet")[schema.USER_ID])
     ingest(clean, "fourth", data_dir=data, key_path=key_path)  # the new key is the key now
+
+
+def test_a_refused_source_creates_no_key(tmp_path, no_key_env) -> None:
+    key_path = tmp_path / "keys" / "pseudonym.key"
+    write_source(tmp_path, EVENTS)
+    params = Params.model_validate(
+        {"ingest": table_params({"rating": "stars"}, interactions=tmp_path / "events.csv")}
+    )
+    with pytest.raises(SourceError, match="'stars'"):
+        ingest(params, "first", data_dir=tmp_path / "data", key_path=key_path)
+    assert not key_path.exists(), "a refused batch must leave nothing behind, not even a key"
 
 
 def test_a_different_key_is_refused_by_the_fingerprint(tmp_path, clean, published) -> None:
