@@ -72,6 +72,9 @@ class TrainerConfig:
     # exponential moving average of the weights, updated every step; validation, early
     # stopping and the returned model use the average (0 = off, the raw weights)
     ema_decay: float = 0.0
+    # reorder events that share a timestamp at random each epoch: their order in the data
+    # is the source file's, which carries no preference (MovieLens ships in random order)
+    shuffle_ties: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience", "eval_every", "sort_pool"):
@@ -164,6 +167,15 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.items)
 
+    def with_ties_shuffled(self, generator: torch.Generator) -> Sequences:
+        """The same sequences with each run of equal timestamps in a random order."""
+        items = []
+        for row, stamps in enumerate(self.timestamps):
+            keys = torch.rand(len(stamps), generator=generator).numpy()
+            order = np.lexsort((keys, stamps))  # by time, then at random within a second
+            items.append(self.items[row][order])
+        return Sequences(items, self.timestamps, self.profiles)
+
 
 def epoch_windows(
     sequences: Sequences, window: int, random_windows: int, generator: torch.Generator
@@ -207,6 +219,8 @@ def batches(
     length within each pool, so a batch pads to similar lengths (less wasted
     attention) while its members still change from epoch to epoch.
     """
+    if config.shuffle_ties:
+        sequences = sequences.with_ties_shuffled(generator)
     windows = epoch_windows(sequences, window, config.random_windows, generator)
     pool = config.batch_size * config.sort_pool
     chosen: list[list[tuple[int, int]]] = []

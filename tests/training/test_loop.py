@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import optuna
 import pytest
 import scipy.sparse as sp
@@ -162,8 +163,8 @@ class Interrupted(Exception):
 
 @pytest.mark.parametrize(
     "extra",
-    [{}, {"schedule": "cosine", "warmup_epochs": 1.5, "ema_decay": 0.9}],
-    ids=["constant", "cosine-warmup-ema"],
+    [{}, {"schedule": "cosine", "warmup_epochs": 1.5, "ema_decay": 0.9, "shuffle_ties": True}],
+    ids=["constant", "cosine-warmup-ema-ties"],
 )
 def test_resume_continues_and_ends_like_an_uninterrupted_run(tmp_path, extra) -> None:
     # the schedule is a function of the position and the average is checkpointed, so a
@@ -210,6 +211,25 @@ def test_resume_continues_and_ends_like_an_uninterrupted_run(tmp_path, extra) ->
         tiny_sasrec(seed=7), train, Validation(valid, targets), config, tmp_path / "cut"
     )
     assert again.history == whole.history and again.epochs == whole.epochs
+
+
+def test_shuffled_ties_move_only_within_a_second() -> None:
+    stamps = np.array([5, 5, 5, 9, 12, 12, 20])
+    items = np.array([1, 2, 3, 4, 5, 6, 7])
+    sequences = Sequences([items], [stamps], None)
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(30):
+        shuffled = sequences.with_ties_shuffled(generator)
+        out = shuffled.items[0]
+        assert np.array_equal(shuffled.timestamps[0], stamps)  # time features unchanged
+        assert set(out[:3]) == {1, 2, 3} and out[3] == 4 and set(out[4:6]) == {5, 6}
+        assert out[6] == 7
+        seen.add(tuple(out))
+    assert len(seen) > 6  # the ties really are reordered, epoch after epoch
+    again = Sequences([items], [stamps], None).with_ties_shuffled(torch.Generator().manual_seed(0))
+    first = sequences.with_ties_shuffled(torch.Generator().manual_seed(0))
+    assert np.array_equal(again.items[0], first.items[0])  # the generator decides
 
 
 def test_lr_factor_warms_up_linearly_then_decays_by_cosine() -> None:
