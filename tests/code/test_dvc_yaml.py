@@ -24,8 +24,11 @@ def covered(path: Path, deps: set[Path]) -> bool:
 
 
 def test_every_stage_runs_its_own_stage_module() -> None:
+    # `exec`: DVC runs the command through a shell, and dash (/bin/sh, used when $SHELL
+    # is unset) stays as the stage's parent; a stage ties its life to its parent, so
+    # without exec it would outlive a killed `dvc repro` and publish after it
     for name, stage in STAGES.items():
-        assert stage["cmd"] == f"python -m pipelines.stages.{name}", name
+        assert stage["cmd"] == f"exec python -m pipelines.stages.{name}", name
         module = importlib.import_module(f"pipelines.stages.{name}")
         assert hasattr(module, "run") and hasattr(module, "main"), name
 

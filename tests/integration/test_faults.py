@@ -125,6 +125,9 @@ def stage_processes(root: Path) -> list[int]:
 def kill_repro_when(root: Path, ready, timeout: float = 300) -> None:
     """Start `dvc repro`, SIGKILL it (the dvc process only) once ``ready()`` holds."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # no $SHELL: DVC then runs stages through /bin/sh, which (as dash) does not exec a
+    # lone command by itself; the stage must still die with `dvc repro`
+    env.pop("SHELL", None)
     repro = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro"],
         cwd=root,
