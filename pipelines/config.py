@@ -230,6 +230,12 @@ class ReplayParams(_Frozen):
     demo_key: bool = True
 
 
+class RetrainParams(_Frozen):
+    # seconds a newly released Bento gets to answer /readyz; after that the old one keeps
+    # serving (the server loads torch and the model before it is ready)
+    ready_timeout: float = Field(180.0, gt=0)
+
+
 class Params(_Frozen):
     seed: int = 42
     ingest: IngestParams = IngestParams()
@@ -245,6 +251,7 @@ class Params(_Frozen):
     serve: ServeParams = ServeParams()
     monitoring: MonitoringParams = MonitoringParams()
     replay: ReplayParams = ReplayParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 class ParamsError(ValueError):

@@ -81,7 +81,7 @@ def event_features(
 ) -> pd.DataFrame:
     """One row per event: the interaction features the drift checks compare."""
     genres = items.set_index(schema.ITEM_ID)[schema.GENRES].map(
-        lambda g: str(list(g)[0]) if g is not None and len(g) else NO_GENRE
+        lambda g: str(next(iter(g))) if g is not None and len(g) else NO_GENRE
     )
     profile = users.set_index(schema.USER_ID)
     out = pd.DataFrame(
@@ -158,7 +158,7 @@ def _evidently_report(
 def _padded(
     frame: pd.DataFrame, vectors: np.ndarray, columns: list[str], rows: int
 ) -> pd.DataFrame:
-    """Features and vectors side by side; the shorter part is resampled (with replacement) to fit."""
+    """Features and vectors side by side; the shorter part is resampled (with replacement)."""
     rng = np.random.default_rng(0)
     if len(frame) < rows:
         frame = frame.iloc[rng.integers(0, len(frame), rows)].reset_index(drop=True)
@@ -199,12 +199,14 @@ def assess(
     ranker: Ranker | None = None,
     trained_ndcg: float | None = None,
     vectoriser: Vectoriser | None = None,
+    history: pd.DataFrame | None = None,
 ) -> Decision:
     """Compare a batch with the reference; write ``report.html`` and ``decision.json`` to out_dir.
 
     ``reference`` and ``current`` hold ``interactions``, ``items`` and ``users`` frames
     (canonical, after privacy). ``ranker`` and ``trained_ndcg`` are the champion's (both
-    None before the first release: no quality signal).
+    None before the first release: no quality signal). ``history`` is every event before
+    the batch, whose users' histories the champion is scored with (default: the reference).
     """
     started = time.perf_counter()
     events, ref_events = current["interactions"], reference["interactions"]
@@ -240,7 +242,8 @@ def assess(
     batch_users = pd.Series(events[schema.USER_ID].unique())
     signals["unseen_users_share"] = float((~batch_users.isin(known_users)).mean())
     if ranker is not None:
-        ndcg, n_users = next_item_ndcg(ref_events, events, ranker, cfg.k)
+        past = ref_events if history is None else history
+        ndcg, n_users = next_item_ndcg(past, events, ranker, cfg.k)
         signals.update(
             {f"ndcg@{cfg.k}": ndcg, "ndcg_users": n_users, f"trained_ndcg@{cfg.k}": trained_ndcg}
         )
@@ -262,7 +265,7 @@ def assess(
 
 
 def _reasons(s: dict[str, Any], cfg: MonitoringParams) -> list[str]:
-    """Every crossed threshold, the most telling first (quality, then unseen, embedding, features)."""
+    """Every crossed threshold, most telling first (quality, unseen, embedding, features)."""
     found: list[tuple[float, str]] = []
     ndcg, trained = s.get(f"ndcg@{cfg.k}"), s.get(f"trained_ndcg@{cfg.k}")
     if ndcg is not None and trained:
@@ -281,7 +284,8 @@ def _reasons(s: dict[str, Any], cfg: MonitoringParams) -> list[str]:
         found.append(
             (
                 3 + share,
-                f"{share:.0%} of events are on items the model never saw (limit {cfg.unseen_items_share:.0%})",
+                f"{share:.0%} of events are on items the model never saw "
+                f"(limit {cfg.unseen_items_share:.0%})",
             )
         )
     share = s["unseen_users_share"]

@@ -72,7 +72,7 @@ def ingest_batch(ws: Workspace, name: str) -> dict[str, Any]:
         key=key,
         key_path=ws.root / ".secrets" / "pseudonym.key",
     )
-    if result.accepted and ws.is_repository:
+    if result.accepted and ws.is_dvc_project:
         track_with_dvc(ws.data, ws.root)  # data.dvc names the new snapshot
     ws.processed.mkdir(parents=True, exist_ok=True)
     target = ws.processed / name
@@ -95,8 +95,13 @@ def _reference_batches(ws: Workspace) -> int:
 
 def batch_slices(
     ws: Workspace, batch: str
-) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """(reference, batch) tables cut from data/ by the ledger's row counts (append keeps order)."""
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], pd.DataFrame]:
+    """(reference, batch, history) cut from data/ by the ledger's row counts (append keeps order).
+
+    The reference is what the champion was trained on (drift is measured against it); the
+    history is every event before the batch (the users' histories when the champion is scored
+    on it, trained on or not).
+    """
     ledger = read_ledger(ws.data)
     names = [e["batch"] for e in ledger]
     position = names.index(batch)
@@ -110,32 +115,37 @@ def batch_slices(
         **snapshot,
         "interactions": events.iloc[start : ends[position]].reset_index(drop=True),
     }
-    return reference, current
+    return reference, current, events.iloc[:start].reset_index(drop=True)
 
 
 def champion_scorer(ws: Workspace, reference: dict[str, pd.DataFrame]):
-    """(ranker, NDCG at training time, vectoriser) of what is served; popularity before a release."""
+    """(ranker, NDCG at training time, vectoriser) of what is served; popularity before one."""
     record = deploy_mod.current(ws.serving) or {}
     bundle = record.get("bundle")
     if bundle and Path(bundle).is_dir():
-        from pipelines.inference.bundle import load_bundle
-        from pipelines.monitoring.quality import bundle_ranker
-
-        loaded = load_bundle(Path(bundle))
-        index, vectors = loaded.catalogue.index, loaded.catalogue.vectors
-
-        def vectorise(ids):
-            rows = [vectors[index[i]] for i in ids if i in index]
-            return None if not rows else np.stack(rows)
-
-        return bundle_ranker(Path(bundle)), record.get("trained_ndcg"), vectorise
+        return bundle_scorer(Path(bundle), record.get("trained_ndcg"))
     return popularity_ranker(reference["interactions"]), record.get("trained_ndcg"), None
 
 
+def bundle_scorer(bundle: Path, trained_ndcg: float | None = None):
+    """(ranker, NDCG at training time, vectoriser) of one served bundle, loaded once."""
+    from pipelines.inference.bundle import load_bundle
+    from pipelines.monitoring.quality import ranker_of
+
+    loaded = load_bundle(Path(bundle))
+    index, vectors = loaded.catalogue.index, loaded.catalogue.vectors
+
+    def vectorise(ids):
+        rows = [vectors[index[i]] for i in ids if i in index]
+        return None if not rows else np.stack(rows)
+
+    return ranker_of(loaded), trained_ndcg, vectorise
+
+
 def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
-    """Drift of one appended batch against the reference; report + decision under artifacts/monitoring/."""
+    """Drift of one appended batch against the reference: artifacts/monitoring/<batch>/."""
     cfg = load_settings(ws.params).monitoring
-    reference, current = batch_slices(ws, batch)
+    reference, current, history = batch_slices(ws, batch)
     ranker, trained, vectoriser = champion_scorer(ws, reference)
     decision = assess(
         batch,
@@ -146,6 +156,7 @@ def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
         ranker=ranker,
         trained_ndcg=trained,
         vectoriser=vectoriser,
+        history=history,
     )
     out = decision.to_dict()
     out["data_version"] = current_version(ws.data)
@@ -165,7 +176,7 @@ def already_retrained(ws: Workspace, version: str) -> bool:
 
 
 def repro(ws: Workspace) -> dict[str, Any]:
-    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; the package stage blesses and releases."""
+    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases."""
     command = shlex.split(os.environ.get(REPRO_ENV) or "dvc repro")
     done = subprocess.run(command, cwd=ws.root, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -179,10 +190,35 @@ def repro(ws: Workspace) -> dict[str, Any]:
     )
 
 
-def deploy_release(
-    ws: Workspace, blessing: dict[str, Any], version: str, ready_timeout: float
-) -> dict[str, Any]:
-    """Serve a newly released Bento once ready; returns what is served afterwards."""
+def bundle_path(ws: Workspace, model_tag: str) -> Path:
+    """The bundle folder of a released model in the workspace's BentoML model store.
+
+    BentoML keeps a model ``name:version`` under ``<home>/models/<name>/<version>/``; read
+    from the path rather than through ``bentoml`` so a task never imports BentoML (which
+    fixes its home on first import) just to find a folder.
+    """
+    name, _, version = model_tag.partition(":")
+    path = ws.bentoml_home / "models" / name / version
+    if not (path / "model.yaml").is_file():
+        raise FileNotFoundError(f"model {model_tag} is not in the store {ws.bentoml_home}")
+    return path
+
+
+def serve_env(ws: Workspace) -> dict[str, str]:
+    """What a served Bento of this workspace needs: its store, and the local token if made."""
+    env = {"BENTOML_HOME": str(ws.bentoml_home)}
+    token = ws.root / ".secrets" / "serve.token"
+    if token.is_file():
+        env["RECOPS_API_TOKEN_FILE"] = str(token)
+    return env
+
+
+def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dict[str, Any]:
+    """Serve a newly released Bento once ready; returns what is served afterwards.
+
+    Raises ``deploy.NotReady`` when the new server does not answer /readyz within
+    ``retrain.ready_timeout`` seconds: the old one, and current.json, stay as they were.
+    """
     released = blessing.get("released")
     if not blessing.get("blessed") or not released:
         return {"switched": False, "serving": deploy_mod.current(ws.serving), "why": "not blessed"}
@@ -192,10 +228,14 @@ def deploy_release(
         "data_version": version,
         "ledger_batches": len(read_ledger(ws.data)),
         "trained_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
-        "bundle": released.get("bundle"),
+        "bundle": str(bundle_path(ws, released["model"])),
     }
     served = deploy_mod.deploy(
-        released["bento"], ws.serving, ready_timeout=ready_timeout, extra=extra
+        released["bento"],
+        ws.serving,
+        ready_timeout=load_settings(ws.params).retrain.ready_timeout,
+        env=serve_env(ws),
+        extra=extra,
     )
     return {"switched": True, "serving": served}
 
@@ -203,7 +243,7 @@ def deploy_release(
 def record_lineage(
     ws: Workspace, version: str, blessing: dict[str, Any], served: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """data version -> model: which snapshot produced which model (also in the model card's data_hash)."""
+    """data version -> model: which snapshot produced which model (the card's data_hash too)."""
     state = lineage(ws)
     entry = {
         "data_version": version,
@@ -233,7 +273,8 @@ def failure_line(context: dict[str, Any]) -> str:
     task_id = getattr(ti, "task_id", "?")
     run_id = getattr(ti, "run_id", context.get("run_id", "?"))
     error = context.get("exception")
-    line = f"FAILED {dag_id}.{task_id} run {run_id}: {type(error).__name__ if error else 'error'}: {str(error)[:300]}"
+    kind = type(error).__name__ if error else "error"
+    line = f"FAILED {dag_id}.{task_id} run {run_id}: {kind}: {str(error)[:300]}"
     ws = Workspace.from_env()
     path = ws.root / "artifacts" / "orchestration" / "failures.log"
     path.parent.mkdir(parents=True, exist_ok=True)

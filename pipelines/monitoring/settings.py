@@ -1,6 +1,6 @@
 """Typed settings of the monitoring and replay loop, and the folders it works in.
 
-``load_settings`` reads only the ``monitoring:`` and ``replay:`` sections of
+``load_settings`` reads only the ``monitoring:``, ``replay:`` and ``retrain:`` sections of
 params.yaml (typed in pipelines/config.py), so a DAG task does not need the rest.
 
 ``Workspace`` is every folder the loop reads or writes. It defaults to the
@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from pipelines import paths
-from pipelines.config import MonitoringParams, ReplayParams
+from pipelines.config import MonitoringParams, ReplayParams, RetrainParams
 
 WORKSPACE_ENV = "RECOPS_WORKSPACE"
 
@@ -30,12 +30,15 @@ class _Frozen(BaseModel):
 class Settings(_Frozen):
     monitoring: MonitoringParams = MonitoringParams()
     replay: ReplayParams = ReplayParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 def load_settings(path: Path | None = None) -> Settings:
     path = Path(path or paths.PARAMS)
     raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    return Settings.model_validate({k: raw[k] for k in ("monitoring", "replay") if k in raw})
+    return Settings.model_validate(
+        {k: raw[k] for k in ("monitoring", "replay", "retrain") if k in raw}
+    )
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class Workspace:
         return cls(Path(os.environ.get(WORKSPACE_ENV) or paths.ROOT).resolve())
 
     @property
-    def is_repository(self) -> bool:
-        return self.root == paths.ROOT
+    def is_dvc_project(self) -> bool:
+        """A DVC project (the repository, or a replay's copy of it): data.dvc is kept in step."""
+        return (self.root / "dvc.yaml").is_file() and (self.root / ".dvc").is_dir()
 
     @property
     def params(self) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 _HOME = tempfile.mkdtemp(prefix="recops-airflow-")
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -12,3 +14,11 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(
     os.path.dirname(__file__), "..", "..", "dags"
 )
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The metadata tables in the temporary home (SQLite), once per session."""
+    from airflow.utils import db
+
+    db.initdb()

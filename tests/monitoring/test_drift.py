@@ -24,7 +24,7 @@ CFG = MonitoringParams(min_events=50, reference_rows=2000)
 def genre_vectoriser(items: pd.DataFrame):
     """A stand-in for MiniLM: one-hot genre plus a little noise, unit rows."""
     genre = items.set_index(schema.ITEM_ID)[schema.GENRES].map(
-        lambda g: list(g)[0] if len(g) else None
+        lambda g: next(iter(g)) if len(g) else None
     )
     rng = np.random.default_rng(0)
 
@@ -42,7 +42,7 @@ def genre_vectoriser(items: pd.DataFrame):
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    """Reference = weeks 0-1 appended; the batches are week 2 clean / shifted, as privacy-applied tables."""
+    """Reference = weeks 0-1 appended; batches: week 2 clean or shifted, privacy applied."""
     tmp = tmp_path_factory.mktemp("drift")
     stream = replay.cut(synthetic_raw(events_per_week=300, weeks=3), initial_weeks=2)
     for _ in range(2):
@@ -146,7 +146,7 @@ def test_a_genre_burst_drifts_with_a_reason(loop):
 
 
 def test_new_items_drift_on_the_unseen_share(loop):
-    tmp, reference, batch_of, vectors = loop
+    tmp, reference, batch_of, _ = loop
     decision = assess(
         "week-02-new", reference, batch_of(shifted="new-items"), CFG, out_dir=tmp / "out-new"
     )
