@@ -216,9 +216,14 @@ class MonitoringParams(_Frozen):
     # share of the batch's events on items the reference never saw / of users it never saw
     unseen_items_share: float = Field(0.2, gt=0, le=1)
     unseen_users_share: float = Field(0.5, gt=0, le=1)
-    # relative drop of the champion's next-item NDCG@10 on the batch against training time
+    # relative drop of the champion's next-item NDCG@10 on the batch against its first week
     ndcg_drop: float = Field(0.3, gt=0, lt=1)
+    # users below which that NDCG is reported but not decided on: on ~50 users one hit more
+    # or less moves it by ~0.02, as much as a real drop
+    min_quality_users: int = Field(100, ge=1)
     k: int = Field(10, ge=1, le=100)
+    # vectors a side in the report's t-SNE plot of the embeddings (the drift score uses all)
+    embedding_plot_rows: int = Field(500, ge=50)
     # reference rows kept for Evidently (a sample; drift tests need no more)
     reference_rows: int = Field(20_000, ge=100)
     seed: int = 42

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +120,16 @@ def batch_slices(
 
 
 def champion_scorer(ws: Workspace, reference: dict[str, pd.DataFrame]):
-    """(ranker, NDCG at training time, vectoriser) of what is served; popularity before one."""
+    """(ranker, vectoriser) of what is served; popularity without vectors before a release."""
     record = deploy_mod.current(ws.serving) or {}
     bundle = record.get("bundle")
     if bundle and Path(bundle).is_dir():
-        return bundle_scorer(Path(bundle), record.get("trained_ndcg"))
-    return popularity_ranker(reference["interactions"]), record.get("trained_ndcg"), None
+        return bundle_scorer(Path(bundle))
+    return popularity_ranker(reference["interactions"]), None
 
 
-def bundle_scorer(bundle: Path, trained_ndcg: float | None = None):
-    """(ranker, NDCG at training time, vectoriser) of one served bundle, loaded once."""
+def bundle_scorer(bundle: Path):
+    """(ranker, vectoriser) of one served bundle, loaded once."""
     from pipelines.inference.bundle import load_bundle
     from pipelines.monitoring.quality import ranker_of
 
@@ -139,14 +140,24 @@ def bundle_scorer(bundle: Path, trained_ndcg: float | None = None):
         rows = [vectors[index[i]] for i in ids if i in index]
         return None if not rows else np.stack(rows)
 
-    return ranker_of(loaded), trained_ndcg, vectorise
+    return ranker_of(loaded), vectorise
+
+
+def baseline_ndcg(ws: Workspace) -> float | None:
+    """The served champion's NDCG on its first week in service (None before it has one)."""
+    served = deploy_mod.current(ws.serving) or {}
+    saved = json.loads(ws.baseline.read_text()) if ws.baseline.exists() else {}
+    if served.get("bento") and saved.get("bento") == served["bento"]:
+        return float(saved["ndcg"])
+    return None
 
 
 def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
     """Drift of one appended batch against the reference: artifacts/monitoring/<batch>/."""
     cfg = load_settings(ws.params).monitoring
     reference, current, history = batch_slices(ws, batch)
-    ranker, trained, vectoriser = champion_scorer(ws, reference)
+    ranker, vectoriser = champion_scorer(ws, reference)
+    baseline = baseline_ndcg(ws)
     decision = assess(
         batch,
         reference,
@@ -154,10 +165,18 @@ def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
         cfg,
         out_dir=ws.monitoring / batch,
         ranker=ranker,
-        trained_ndcg=trained,
+        baseline_ndcg=baseline,
         vectoriser=vectoriser,
         history=history,
     )
+    signals = decision.signals
+    served = deploy_mod.current(ws.serving) or {}
+    ndcg, users = signals.get(f"ndcg@{cfg.k}"), signals.get("ndcg_users", 0)
+    # the first week with enough users to judge by becomes this champion's baseline
+    first = baseline is None and served.get("bento") and ndcg is not None
+    if first and users >= cfg.min_quality_users:
+        record = {"bento": served["bento"], "batch": batch, "ndcg": ndcg, "users": users}
+        write_json(record, ws.baseline)
     out = decision.to_dict()
     out["data_version"] = current_version(ws.data)
     out["report"] = str(ws.monitoring / batch / "report.html")
@@ -176,11 +195,22 @@ def already_retrained(ws: Workspace, version: str) -> bool:
 
 
 def repro(ws: Workspace) -> dict[str, Any]:
-    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases."""
+    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases.
+
+    The command's output is appended to artifacts/orchestration/repro.log (the stages log
+    what they read, wrote and how long it took); a failure raises with its last lines.
+    """
     command = shlex.split(os.environ.get(REPRO_ENV) or "dvc repro")
-    done = subprocess.run(command, cwd=ws.root, capture_output=True, text=True, check=False)
+    path = ws.root / "artifacts" / "orchestration" / "repro.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        handle.flush()
+        done = subprocess.run(
+            command, cwd=ws.root, stdout=handle, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        tail = path.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {' | '.join(tail)}")
     blessing = ws.root / BLESSING
     return (
@@ -227,7 +257,7 @@ def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dic
         "model": released.get("model"),
         "data_version": version,
         "ledger_batches": len(read_ledger(ws.data)),
-        "trained_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
+        "valid_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
         "bundle": str(bundle_path(ws, released["model"])),
     }
     served = deploy_mod.deploy(

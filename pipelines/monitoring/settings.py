@@ -81,8 +81,8 @@ class Workspace:
         return self.root / "artifacts" / "monitoring"
 
     @property
-    def reference(self) -> Path:  # the data/ snapshot the champion was trained on (ledger version)
-        return self.root / "artifacts" / "monitoring" / "reference.json"
+    def baseline(self) -> Path:  # the served champion's NDCG on its first week in service
+        return self.root / "artifacts" / "monitoring" / "baseline.json"
 
     @property
     def retrain_state(self) -> Path:  # data versions already retrained on, and what they produced
@@ -91,10 +91,6 @@ class Workspace:
     @property
     def serving(self) -> Path:  # what is served now: bento tag, port, pid
         return self.root / "artifacts" / "serving" / "current.json"
-
-    @property
-    def quality(self) -> Path:  # the per-week quality curve (a DVC plot)
-        return self.root / "artifacts" / "monitoring" / "quality.csv"
 
     @property
     def bentoml_home(self) -> Path:
