@@ -18,7 +18,9 @@ from pipelines.monitoring.quality import ndcg_of_target, next_item_ndcg, popular
 from pipelines.monitoring.settings import MonitoringParams
 from tests.monitoring.synthetic import GENRES, synthetic_raw
 
-CFG = MonitoringParams(min_events=50, reference_rows=2000, min_quality_users=10)
+CFG = MonitoringParams(
+    min_events=50, reference_rows=2000, min_quality_users=10, embedding_plot_rows=50
+)
 
 
 def genre_vectoriser(items: pd.DataFrame):
