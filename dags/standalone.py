@@ -5,9 +5,10 @@
 `airflow standalone` runs the api-server (web UI and REST API), scheduler, dag-processor
 and triggerer under one parent, with SQLite and the LocalExecutor; every file it keeps
 is under --home (airflow_home/, git-ignored). Before it starts, this script creates the
-metadata tables, the pools the DAGs use (recops_dvc: one `dvc repro` at a time, since
-concurrent DVC runs in one workspace lock each other; recops_data: one append at a
-time) and the simple auth manager's `admin` password, which Airflow generates once into
+metadata tables, the pool the DAGs use (recops_dvc, one slot: `dvc repro` and appends
+to data/ one at a time, since concurrent DVC runs in one workspace lock each other and a
+training run must not see data/ change) and the simple auth manager's `admin`
+password, which Airflow generates once into
 <home>/simple_auth_manager_passwords.json.generated. When the API reports a healthy
 scheduler and dag-processor it prints the URL and the login. Ctrl-C or SIGTERM stops
 every component. DAGs start paused, as Airflow creates them, unless --unpaused.
@@ -32,14 +33,9 @@ DAGS = Path(__file__).resolve().parent
 ROOT = DAGS.parent
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"  # loopback only: the simple auth manager is for one developer's machine
-POOLS = (
-    (
-        "recops_dvc",
-        1,
-        "dvc repro: one at a time (concurrent runs in one workspace lock each other)",
-    ),
-    ("recops_data", 1, "appends to data/: one batch at a time"),
-)
+# dvc repro and appends to data/ (with their `dvc add`): one at a time, since concurrent
+# DVC runs in one workspace lock each other and a training run must not see data/ change
+POOLS = (("recops_dvc", 1, "dvc repro and appends to data/, one at a time"),)
 USER = "admin"
 
 

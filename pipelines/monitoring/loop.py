@@ -197,9 +197,15 @@ def already_retrained(ws: Workspace, version: str) -> bool:
 def repro(ws: Workspace) -> dict[str, Any]:
     """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases.
 
+    Returns blessing.json plus ``trained_on``: the data version and ledger length data/ had
+    when the run started (the DAG runs it in the pool appends use too, so data/ holds still).
     The command's output is appended to artifacts/orchestration/repro.log (the stages log
     what they read, wrote and how long it took); a failure raises with its last lines.
     """
+    trained_on = {
+        "data_version": current_version(ws.data),
+        "ledger_batches": len(read_ledger(ws.data)),
+    }
     command = shlex.split(os.environ.get(REPRO_ENV) or "dvc repro")
     path = ws.root / "artifacts" / "orchestration" / "repro.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,11 +219,8 @@ def repro(ws: Workspace) -> dict[str, Any]:
         tail = path.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {' | '.join(tail)}")
     blessing = ws.root / BLESSING
-    return (
-        json.loads(blessing.read_text())
-        if blessing.exists()
-        else {"blessed": False, "released": None}
-    )
+    out = json.loads(blessing.read_text()) if blessing.exists() else {"blessed": False}
+    return {"released": None, **out, "trained_on": trained_on}
 
 
 def bundle_path(ws: Workspace, model_tag: str) -> Path:
@@ -249,14 +252,17 @@ def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dic
     Raises ``deploy.NotReady`` when the new server does not answer /readyz within
     ``retrain.ready_timeout`` seconds: the old one, and current.json, stay as they were.
     """
-    released = blessing.get("released")
+    released, serving = blessing.get("released"), deploy_mod.current(ws.serving)
     if not blessing.get("blessed") or not released:
-        return {"switched": False, "serving": deploy_mod.current(ws.serving), "why": "not blessed"}
+        return {"switched": False, "serving": serving, "why": "not blessed"}
+    if serving and serving.get("bento") == released["bento"]:
+        return {"switched": False, "serving": serving, "why": "already serving it"}
     challenger = blessing.get("challenger") or {}
+    trained_on = blessing.get("trained_on") or {}
     extra = {
         "model": released.get("model"),
-        "data_version": version,
-        "ledger_batches": len(read_ledger(ws.data)),
+        "data_version": trained_on.get("data_version", version),
+        "ledger_batches": trained_on.get("ledger_batches", len(read_ledger(ws.data))),
         "valid_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
         "bundle": str(bundle_path(ws, released["model"])),
     }
@@ -275,9 +281,11 @@ def record_lineage(
 ) -> dict[str, Any]:
     """data version -> model: which snapshot produced which model (the card's data_hash too)."""
     state = lineage(ws)
+    trained_on = blessing.get("trained_on") or {}
+    ledger = [e["batch"] for e in read_ledger(ws.data)]
     entry = {
         "data_version": version,
-        "ledger": [e["batch"] for e in read_ledger(ws.data)],
+        "ledger": ledger[: trained_on.get("ledger_batches", len(ledger))],
         "blessed": bool(blessing.get("blessed")),
         "released": blessing.get("released"),
         "reasons": blessing.get("reasons", []),

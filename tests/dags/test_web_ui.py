@@ -35,7 +35,7 @@ from pipelines.monitoring.settings import Workspace
 from tests.dags.test_loop import READY, TINY_REPRO
 from tests.monitoring.synthetic import synthetic_raw
 
-# ~3 min on 2 busy cores (Airflow's four components start in ~1 min): too slow for `make test`
+# 2-3 min on 2 busy cores (Airflow's four components start in ~1 min): too slow for `make test`
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LAUNCHER = paths.ROOT / "dags" / "standalone.py"
