@@ -58,6 +58,14 @@ serve: $(STAMP) ## serve the blessed champion on localhost (prints URL, Swagger 
 bench-serve: $(STAMP) ## throughput/latency table of the served champion (+ 5-min soak, quantisation)
 	$(BIN)/python bench/serve.py --soak 300 --quantize
 
+AIRFLOW_PORT ?= 8080
+airflow: $(STAMP) ## Airflow 3 standalone with this project's DAGs on 127.0.0.1 (prints the URL and login)
+	$(BIN)/python dags/standalone.py --home airflow_home --port $(AIRFLOW_PORT)
+
+REPLAY_ARGS ?= --weeks 8 --corrupt 4
+replay: $(STAMP) ## replay MovieLens weeks 0-8 through ingest, monitor, retrain, deploy (no UI); the table
+	@time $(BIN)/python -m pipelines.stages.replay run $(REPLAY_ARGS)
+
 releases: ## list the BentoML models and Bentos in .bentoml/
 	$(BIN)/bentoml models list; $(BIN)/bentoml list
 
@@ -79,4 +87,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve releases browser test test-all lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser test test-all lint clean

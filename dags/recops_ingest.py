@@ -37,9 +37,13 @@ def recops_ingest():
 
         return pending_batches(Workspace.from_env())
 
-    @task(pool="recops_data", outlets=[DATA])
+    @task(pool="recops_dvc", outlets=[DATA])
     def append(names: list[str]) -> list[dict]:
-        """One batch at a time; a run with nothing accepted is skipped, so `data` is not emitted."""
+        """A run with nothing accepted is skipped, so `data` is not emitted.
+
+        In the pool `dvc repro` uses: data/ never changes under a training run, and its
+        `dvc add` never meets the repro's DVC lock.
+        """
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.monitoring.loop import Workspace, ingest_batch

@@ -1,4 +1,4 @@
-"""monitor: on new `data`, an Evidently drift report and decision per batch; emit `drift` on a crossing."""
+"""monitor: on new `data`, an Evidently drift report and decision per batch; `drift` if crossed."""
 
 from __future__ import annotations
 

@@ -18,7 +18,6 @@ ARGS = {
     "retry_delay": timedelta(minutes=1),
     "on_failure_callback": lambda c: _failed(c),
 }
-READY_TIMEOUT = 180.0  # seconds a new Bento gets to answer /readyz before the old one stays
 
 
 def _failed(context):
@@ -66,13 +65,28 @@ def recops_retrain():
 
     @task(outlets=[MODEL])
     def deploy(version: str, blessing: dict) -> dict:
+        """Switch to the new Bento once its /readyz answers (params.yaml retrain.ready_timeout).
+
+        Nothing blessed: skipped, so `model` is emitted only on a switch. A server that never
+        gets ready fails this task; the old one keeps serving.
+        """
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from pipelines.monitoring.loop import Workspace, deploy_release
 
-        return deploy_release(Workspace.from_env(), blessing, version, READY_TIMEOUT)
+        result = deploy_release(Workspace.from_env(), blessing, version)
+        if not result["switched"]:
+            raise AirflowSkipException(f"data {version}: {result['why']}; the champion stays")
+        print(f"data {version}: serving {result['serving']['bento']}")
+        return result
 
-    @task(trigger_rule="all_done")
+    @task
     def record(version: str, blessing: dict) -> dict:
-        """Lineage, whatever deploy did: a failed switch still records what was trained."""
+        """Lineage, whatever deploy did: a failed switch still records what was trained.
+
+        The teardown of `repro`: it runs once repro succeeded, and a failed deploy still
+        fails the run (a teardown does not decide the run's state).
+        """
         from pipelines.monitoring import deploy as serving
         from pipelines.monitoring.loop import Workspace, record_lineage
 
@@ -83,7 +97,7 @@ def recops_retrain():
 
     version = new_data_version()
     blessing = repro(version)
-    deploy(version, blessing) >> record(version, blessing)
+    deploy(version, blessing) >> record(version, blessing).as_teardown(setups=blessing.operator)
 
 
 recops_retrain()

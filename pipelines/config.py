@@ -216,9 +216,14 @@ class MonitoringParams(_Frozen):
     # share of the batch's events on items the reference never saw / of users it never saw
     unseen_items_share: float = Field(0.2, gt=0, le=1)
     unseen_users_share: float = Field(0.5, gt=0, le=1)
-    # relative drop of the champion's next-item NDCG@10 on the batch against training time
+    # relative drop of the champion's next-item NDCG@10 on the batch against its first week
     ndcg_drop: float = Field(0.3, gt=0, lt=1)
+    # users below which that NDCG is reported but not decided on: on ~50 users one hit more
+    # or less moves it by ~0.02, as much as a real drop
+    min_quality_users: int = Field(100, ge=1)
     k: int = Field(10, ge=1, le=100)
+    # vectors a side in the report's t-SNE plot of the embeddings (the drift score uses all)
+    embedding_plot_rows: int = Field(500, ge=50)
     # reference rows kept for Evidently (a sample; drift tests need no more)
     reference_rows: int = Field(20_000, ge=100)
     seed: int = 42
@@ -228,6 +233,12 @@ class ReplayParams(_Frozen):
     initial_weeks: int = Field(12, ge=1)  # design.md §6: to 1997-12-07 on ML-100K
     # the MovieLens replay uses the public demo key, as `make ingest` does
     demo_key: bool = True
+
+
+class RetrainParams(_Frozen):
+    # seconds a newly released Bento gets to answer /readyz; after that the old one keeps
+    # serving (the server loads torch and the model before it is ready)
+    ready_timeout: float = Field(180.0, gt=0)
 
 
 class Params(_Frozen):
@@ -245,6 +256,7 @@ class Params(_Frozen):
     serve: ServeParams = ServeParams()
     monitoring: MonitoringParams = MonitoringParams()
     replay: ReplayParams = ReplayParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 class ParamsError(ValueError):

@@ -209,12 +209,21 @@ def _name(bundle: Bundle, index: int) -> str:
 # -- the service -------------------------------------------------------------------------
 
 extra = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+REQUIREMENTS = Path(__file__).with_name("requirements.txt")
+
+
+def _requirements(path: Path) -> list[str]:
+    """The requirement lines of a requirements file (comments and blank lines dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
 
 
 @bentoml.service(
     name="recops_recommender",
-    image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).requirements_file(
-        "services/requirements.txt"
+    # python_packages, not requirements_file: BentoML resolves that path again when it serves
+    # the Bento and refuses any path with a hidden folder in it, like our store in .bentoml/
+    image=bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
+        *_requirements(REQUIREMENTS)
     ),
     traffic={"timeout": 30},
     workers=1,  # POST /items changes the in-memory catalogue: one worker keeps one truth

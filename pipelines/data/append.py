@@ -63,7 +63,15 @@ from pipelines.data.privacy import (
     write_fingerprint,
 )
 from pipelines.data.sources import read_table_source
-from pipelines.data.validate import INTERACTIONS, ITEMS, TABLES, USERS, Finding, ValidationReport, validate_tables
+from pipelines.data.validate import (
+    INTERACTIONS,
+    ITEMS,
+    TABLES,
+    USERS,
+    Finding,
+    ValidationReport,
+    validate_tables,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +122,9 @@ class AppendResult:
 def batch_checksum(batch_dir: Path) -> str:
     """SHA-256 over the batch's file names and bytes (sorted), so a renamed copy matches."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(batch_dir).iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(
+        p for p in Path(batch_dir).iterdir() if p.is_file() and not p.name.startswith(".")
+    ):
         digest.update(path.name.encode() + b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
@@ -215,8 +225,15 @@ def validate_batch(
         if finding.rows and not rows:
             continue  # only rows data/ already held: they were accepted by an earlier batch
         findings.append(
-            Finding(finding.table, finding.expectation, finding.column, finding.message,
-                    finding.row_reason, finding.reason, rows)
+            Finding(
+                finding.table,
+                finding.expectation,
+                finding.column,
+                finding.message,
+                finding.row_reason,
+                finding.reason,
+                rows,
+            )
         )
     # cross-batch: an event data/ already holds
     events = tables[INTERACTIONS].reset_index(drop=True)
@@ -230,9 +247,15 @@ def validate_batch(
         for row in rows:
             rejected[INTERACTIONS].setdefault(row, []).append(ALREADY_PRESENT)
         findings.append(
-            Finding(INTERACTIONS, "ExpectEventsNotAlreadyPresent", None,
-                    f"{len(rows)} interaction(s) {ALREADY_PRESENT}", ALREADY_PRESENT,
-                    ALREADY_PRESENT_WHY, rows)
+            Finding(
+                INTERACTIONS,
+                "ExpectEventsNotAlreadyPresent",
+                None,
+                f"{len(rows)} interaction(s) {ALREADY_PRESENT}",
+                ALREADY_PRESENT,
+                ALREADY_PRESENT_WHY,
+                rows,
+            )
         )
     check = {
         "table": INTERACTIONS,
@@ -253,13 +276,17 @@ def validate_batch(
 # ---- publishing ----------------------------------------------------------------------------
 
 
-def merged_tables(held: dict[str, pd.DataFrame], batch: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def merged_tables(
+    held: dict[str, pd.DataFrame], batch: dict[str, pd.DataFrame]
+) -> dict[str, pd.DataFrame]:
     """data/ plus the batch: events appended in order; item and user rows upserted."""
     out = {INTERACTIONS: pd.concat([held[INTERACTIONS], batch[INTERACTIONS]], ignore_index=True)}
     for table in (ITEMS, USERS):
         key = KEYS[table]
         kept = held[table][~held[table][key].isin(batch[table][key])]
-        out[table] = pd.concat([kept, batch[table]], ignore_index=True) if len(kept) else batch[table]
+        out[table] = (
+            pd.concat([kept, batch[table]], ignore_index=True) if len(kept) else batch[table]
+        )
     return out
 
 
@@ -286,7 +313,10 @@ def track_with_dvc(data_dir: Path = paths.DATA, root: Path = paths.ROOT) -> str 
 
     done = subprocess.run(
         ["dvc", "add", str(Path(data_dir).relative_to(root))],
-        cwd=root, capture_output=True, text=True, check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -329,15 +359,32 @@ def append_batch(
         done = next((e for e in ledger if e["sha256"] == checksum), None)
         if done is not None:
             log.info("batch %s: already appended as %s; nothing to do", batch, done["batch"])
-            return AppendResult(batch, "duplicate", checksum, {}, {t: 0 for t in TABLES}, version,
-                                seconds=time.perf_counter() - started,
-                                messages=(f"already appended as {done['batch']}",))
+            return AppendResult(
+                batch,
+                "duplicate",
+                checksum,
+                {},
+                {t: 0 for t in TABLES},
+                version,
+                seconds=time.perf_counter() - started,
+                messages=(f"already appended as {done['batch']}",),
+            )
         held_in = quarantine_dir / batch
-        if (held_in / CHECKSUM_FILE).exists() and (held_in / CHECKSUM_FILE).read_text().strip() == checksum:
+        if (held_in / CHECKSUM_FILE).exists() and (
+            held_in / CHECKSUM_FILE
+        ).read_text().strip() == checksum:
             log.info("batch %s: already quarantined in %s; nothing to do", batch, held_in)
-            return AppendResult(batch, "duplicate", checksum, {}, {t: 0 for t in TABLES}, version,
-                                quarantine=held_in, seconds=time.perf_counter() - started,
-                                messages=(f"already quarantined in {held_in}",))
+            return AppendResult(
+                batch,
+                "duplicate",
+                checksum,
+                {},
+                {t: 0 for t in TABLES},
+                version,
+                quarantine=held_in,
+                seconds=time.perf_counter() - started,
+                messages=(f"already quarantined in {held_in}",),
+            )
 
         key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, False)
         from pipelines.data.replay import table_source  # the batch folder layout
@@ -349,24 +396,44 @@ def append_batch(
         raw_users = raw.users if source.users is not None else raw.users.iloc[:0]
         raw_items = raw.items if source.items is not None else held[ITEMS].iloc[:0].copy()
         screened, withheld = withhold_contact_data(raw_users)
-        users, interactions = apply_privacy(screened, raw.interactions, key, cfg.age_bands, cfg.region_digits)
+        users, interactions = apply_privacy(
+            screened, raw.interactions, key, cfg.age_bands, cfg.region_digits
+        )
         problems = {table: dict(columns) for table, columns in raw.problems.items()}
         if withheld:
             problems.setdefault(USERS, {}).update(withheld)
-        tables = {INTERACTIONS: interactions.reset_index(drop=True), ITEMS: raw_items.reset_index(drop=True),
-                  USERS: users.reset_index(drop=True)}
-        report = validate_batch(tables, held, cfg, now=now, ratings_required=raw.ratings_required,
-                                problems=problems)
+        tables = {
+            INTERACTIONS: interactions.reset_index(drop=True),
+            ITEMS: raw_items.reset_index(drop=True),
+            USERS: users.reset_index(drop=True),
+        }
+        report = validate_batch(
+            tables, held, cfg, now=now, ratings_required=raw.ratings_required, problems=problems
+        )
         counts = report.counts()
         if not report.success:
-            quarantine, _ = write_quarantine(tables, report, batch, raw.origin, quarantine_dir,
-                                             notes=raw.notes, retry=False)
+            quarantine, _ = write_quarantine(
+                tables, report, batch, raw.origin, quarantine_dir, notes=raw.notes, retry=False
+            )
             (quarantine / CHECKSUM_FILE).write_text(checksum + "\n")
-            log.warning("batch %s: %d check(s) failed; %s unchanged, quarantined to %s",
-                        batch, len(report.findings), data_dir, quarantine)
-            return AppendResult(batch, "quarantined", checksum, counts, {t: 0 for t in TABLES}, version,
-                                quarantine=quarantine, seconds=time.perf_counter() - started,
-                                messages=tuple(report.messages()))
+            log.warning(
+                "batch %s: %d check(s) failed; %s unchanged, quarantined to %s",
+                batch,
+                len(report.findings),
+                data_dir,
+                quarantine,
+            )
+            return AppendResult(
+                batch,
+                "quarantined",
+                checksum,
+                counts,
+                {t: 0 for t in TABLES},
+                version,
+                quarantine=quarantine,
+                seconds=time.perf_counter() - started,
+                messages=tuple(report.messages()),
+            )
 
         new_ledger = [
             *ledger,
@@ -381,7 +448,19 @@ def append_batch(
         if read_fingerprint(fingerprint_path(data_dir)) != key_fingerprint(key):
             write_fingerprint(fingerprint_path(data_dir), key)
         version = data_version(new_ledger)
-        log.info("batch %s: appended %s to %s (data version %s)", batch,
-                 {t: len(tables[t]) for t in TABLES}, data_dir, version)
-        return AppendResult(batch, "accepted", checksum, counts, {t: len(tables[t]) for t in TABLES}, version,
-                            seconds=time.perf_counter() - started)
+        log.info(
+            "batch %s: appended %s to %s (data version %s)",
+            batch,
+            {t: len(tables[t]) for t in TABLES},
+            data_dir,
+            version,
+        )
+        return AppendResult(
+            batch,
+            "accepted",
+            checksum,
+            counts,
+            {t: len(tables[t]) for t in TABLES},
+            version,
+            seconds=time.perf_counter() - started,
+        )

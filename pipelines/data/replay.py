@@ -161,7 +161,9 @@ def corrupt(tables: dict[str, pd.DataFrame], seed: int = 0) -> dict[str, pd.Data
 
 
 def _genres(items: pd.DataFrame) -> pd.Series:
-    return items[schema.GENRES].map(lambda g: list(g) if isinstance(g, list | tuple | np.ndarray) else [])
+    return items[schema.GENRES].map(
+        lambda g: list(g) if isinstance(g, list | tuple | np.ndarray) else []
+    )
 
 
 def shift(
@@ -174,7 +176,9 @@ def shift(
     """A deliberately drifted copy of a batch (see the module doc for ``how``)."""
     kind, _, arg = how.partition(":")
     if kind not in SHIFT_KINDS:
-        raise ValueError(f"shift must be one of genre:<Name>, age:<low>-<high>, new-items; got {how!r}")
+        raise ValueError(
+            f"shift must be one of genre:<Name>, age:<low>-<high>, new-items; got {how!r}"
+        )
     rng = np.random.default_rng(seed)
     events = tables["interactions"].copy()
     out = dict(tables)
@@ -287,7 +291,9 @@ def drop_week(
     auto = week is None
     week = read_cursor(landing) if auto else week
     if week > stream.n_weeks:
-        raise IndexError(f"the stream has {stream.n_weeks} weekly batches; week {week} is past the end")
+        raise IndexError(
+            f"the stream has {stream.n_weeks} weekly batches; week {week} is past the end"
+        )
     tables = batch_tables(stream, week)
     name = batch_name(week)
     if shifted:

@@ -12,6 +12,7 @@ The server command is a template (``{bento}``, ``{port}``), by default
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -58,11 +59,10 @@ def current(record: Path) -> dict[str, Any] | None:
     return json.loads(Path(record).read_text()) if Path(record).exists() else None
 
 
-def _stop(pid: int) -> None:
-    try:
+def stop(pid: int) -> None:
+    """SIGTERM a server started here, with its workers (its own process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def deploy(
@@ -100,11 +100,11 @@ def deploy(
             }
             write_json(new, record)
             if old and old.get("pid") and old["pid"] != process.pid:
-                _stop(int(old["pid"]))
+                stop(int(old["pid"]))
             log.info("serving %s on port %d", bento, port)
             return new
         time.sleep(0.2)
-    _stop(process.pid)
+    stop(process.pid)
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:

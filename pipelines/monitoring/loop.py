@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def ingest_batch(ws: Workspace, name: str) -> dict[str, Any]:
         key=key,
         key_path=ws.root / ".secrets" / "pseudonym.key",
     )
-    if result.accepted and ws.is_repository:
+    if result.accepted and ws.is_dvc_project:
         track_with_dvc(ws.data, ws.root)  # data.dvc names the new snapshot
     ws.processed.mkdir(parents=True, exist_ok=True)
     target = ws.processed / name
@@ -95,8 +96,13 @@ def _reference_batches(ws: Workspace) -> int:
 
 def batch_slices(
     ws: Workspace, batch: str
-) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """(reference, batch) tables cut from data/ by the ledger's row counts (append keeps order)."""
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], pd.DataFrame]:
+    """(reference, batch, history) cut from data/ by the ledger's row counts (append keeps order).
+
+    The reference is what the champion was trained on (drift is measured against it); the
+    history is every event before the batch (the users' histories when the champion is scored
+    on it, trained on or not).
+    """
     ledger = read_ledger(ws.data)
     names = [e["batch"] for e in ledger]
     position = names.index(batch)
@@ -110,33 +116,48 @@ def batch_slices(
         **snapshot,
         "interactions": events.iloc[start : ends[position]].reset_index(drop=True),
     }
-    return reference, current
+    return reference, current, events.iloc[:start].reset_index(drop=True)
 
 
 def champion_scorer(ws: Workspace, reference: dict[str, pd.DataFrame]):
-    """(ranker, NDCG at training time, vectoriser) of what is served; popularity before a release."""
+    """(ranker, vectoriser) of what is served; popularity without vectors before a release."""
     record = deploy_mod.current(ws.serving) or {}
     bundle = record.get("bundle")
     if bundle and Path(bundle).is_dir():
-        from pipelines.inference.bundle import load_bundle
-        from pipelines.monitoring.quality import bundle_ranker
+        return bundle_scorer(Path(bundle))
+    return popularity_ranker(reference["interactions"]), None
 
-        loaded = load_bundle(Path(bundle))
-        index, vectors = loaded.catalogue.index, loaded.catalogue.vectors
 
-        def vectorise(ids):
-            rows = [vectors[index[i]] for i in ids if i in index]
-            return None if not rows else np.stack(rows)
+def bundle_scorer(bundle: Path):
+    """(ranker, vectoriser) of one served bundle, loaded once."""
+    from pipelines.inference.bundle import load_bundle
+    from pipelines.monitoring.quality import ranker_of
 
-        return bundle_ranker(Path(bundle)), record.get("trained_ndcg"), vectorise
-    return popularity_ranker(reference["interactions"]), record.get("trained_ndcg"), None
+    loaded = load_bundle(Path(bundle))
+    index, vectors = loaded.catalogue.index, loaded.catalogue.vectors
+
+    def vectorise(ids):
+        rows = [vectors[index[i]] for i in ids if i in index]
+        return None if not rows else np.stack(rows)
+
+    return ranker_of(loaded), vectorise
+
+
+def baseline_ndcg(ws: Workspace) -> float | None:
+    """The served champion's NDCG on its first week in service (None before it has one)."""
+    served = deploy_mod.current(ws.serving) or {}
+    saved = json.loads(ws.baseline.read_text()) if ws.baseline.exists() else {}
+    if served.get("bento") and saved.get("bento") == served["bento"]:
+        return float(saved["ndcg"])
+    return None
 
 
 def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
-    """Drift of one appended batch against the reference; report + decision under artifacts/monitoring/."""
+    """Drift of one appended batch against the reference: artifacts/monitoring/<batch>/."""
     cfg = load_settings(ws.params).monitoring
-    reference, current = batch_slices(ws, batch)
-    ranker, trained, vectoriser = champion_scorer(ws, reference)
+    reference, current, history = batch_slices(ws, batch)
+    ranker, vectoriser = champion_scorer(ws, reference)
+    baseline = baseline_ndcg(ws)
     decision = assess(
         batch,
         reference,
@@ -144,9 +165,18 @@ def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
         cfg,
         out_dir=ws.monitoring / batch,
         ranker=ranker,
-        trained_ndcg=trained,
+        baseline_ndcg=baseline,
         vectoriser=vectoriser,
+        history=history,
     )
+    signals = decision.signals
+    served = deploy_mod.current(ws.serving) or {}
+    ndcg, users = signals.get(f"ndcg@{cfg.k}"), signals.get("ndcg_users", 0)
+    # the first week with enough users to judge by becomes this champion's baseline
+    first = baseline is None and served.get("bento") and ndcg is not None
+    if first and users >= cfg.min_quality_users:
+        record = {"bento": served["bento"], "batch": batch, "ndcg": ndcg, "users": users}
+        write_json(record, ws.baseline)
     out = decision.to_dict()
     out["data_version"] = current_version(ws.data)
     out["report"] = str(ws.monitoring / batch / "report.html")
@@ -165,37 +195,83 @@ def already_retrained(ws: Workspace, version: str) -> bool:
 
 
 def repro(ws: Workspace) -> dict[str, Any]:
-    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; the package stage blesses and releases."""
+    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases.
+
+    Returns blessing.json plus ``trained_on``: the data version and ledger length data/ had
+    when the run started (the DAG runs it in the pool appends use too, so data/ holds still).
+    The command's output is appended to artifacts/orchestration/repro.log (the stages log
+    what they read, wrote and how long it took); a failure raises with its last lines.
+    """
+    trained_on = {
+        "data_version": current_version(ws.data),
+        "ledger_batches": len(read_ledger(ws.data)),
+    }
     command = shlex.split(os.environ.get(REPRO_ENV) or "dvc repro")
-    done = subprocess.run(command, cwd=ws.root, capture_output=True, text=True, check=False)
+    path = ws.root / "artifacts" / "orchestration" / "repro.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        handle.flush()
+        done = subprocess.run(
+            command, cwd=ws.root, stdout=handle, stderr=subprocess.STDOUT, check=False
+        )
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        tail = path.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {' | '.join(tail)}")
     blessing = ws.root / BLESSING
-    return (
-        json.loads(blessing.read_text())
-        if blessing.exists()
-        else {"blessed": False, "released": None}
-    )
+    out = json.loads(blessing.read_text()) if blessing.exists() else {"blessed": False}
+    return {"released": None, **out, "trained_on": trained_on}
 
 
-def deploy_release(
-    ws: Workspace, blessing: dict[str, Any], version: str, ready_timeout: float
-) -> dict[str, Any]:
-    """Serve a newly released Bento once ready; returns what is served afterwards."""
-    released = blessing.get("released")
+def bundle_path(ws: Workspace, model_tag: str) -> Path:
+    """The bundle folder of a released model in the workspace's BentoML model store.
+
+    BentoML keeps a model ``name:version`` under ``<home>/models/<name>/<version>/``; read
+    from the path rather than through ``bentoml`` so a task never imports BentoML (which
+    fixes its home on first import) just to find a folder.
+    """
+    name, _, version = model_tag.partition(":")
+    path = ws.bentoml_home / "models" / name / version
+    if not (path / "model.yaml").is_file():
+        raise FileNotFoundError(f"model {model_tag} is not in the store {ws.bentoml_home}")
+    return path
+
+
+def serve_env(ws: Workspace) -> dict[str, str]:
+    """What a served Bento of this workspace needs: its store, and the local token if made."""
+    env = {"BENTOML_HOME": str(ws.bentoml_home)}
+    token = ws.root / ".secrets" / "serve.token"
+    if token.is_file():
+        env["RECOPS_API_TOKEN_FILE"] = str(token)
+    return env
+
+
+def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dict[str, Any]:
+    """Serve a newly released Bento once ready; returns what is served afterwards.
+
+    Raises ``deploy.NotReady`` when the new server does not answer /readyz within
+    ``retrain.ready_timeout`` seconds: the old one, and current.json, stay as they were.
+    """
+    released, serving = blessing.get("released"), deploy_mod.current(ws.serving)
     if not blessing.get("blessed") or not released:
-        return {"switched": False, "serving": deploy_mod.current(ws.serving), "why": "not blessed"}
+        return {"switched": False, "serving": serving, "why": "not blessed"}
+    if serving and serving.get("bento") == released["bento"]:
+        return {"switched": False, "serving": serving, "why": "already serving it"}
     challenger = blessing.get("challenger") or {}
+    trained_on = blessing.get("trained_on") or {}
     extra = {
         "model": released.get("model"),
-        "data_version": version,
-        "ledger_batches": len(read_ledger(ws.data)),
-        "trained_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
-        "bundle": released.get("bundle"),
+        "data_version": trained_on.get("data_version", version),
+        "ledger_batches": trained_on.get("ledger_batches", len(read_ledger(ws.data))),
+        "valid_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
+        "bundle": str(bundle_path(ws, released["model"])),
     }
     served = deploy_mod.deploy(
-        released["bento"], ws.serving, ready_timeout=ready_timeout, extra=extra
+        released["bento"],
+        ws.serving,
+        ready_timeout=load_settings(ws.params).retrain.ready_timeout,
+        env=serve_env(ws),
+        extra=extra,
     )
     return {"switched": True, "serving": served}
 
@@ -203,11 +279,13 @@ def deploy_release(
 def record_lineage(
     ws: Workspace, version: str, blessing: dict[str, Any], served: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """data version -> model: which snapshot produced which model (also in the model card's data_hash)."""
+    """data version -> model: which snapshot produced which model (the card's data_hash too)."""
     state = lineage(ws)
+    trained_on = blessing.get("trained_on") or {}
+    ledger = [e["batch"] for e in read_ledger(ws.data)]
     entry = {
         "data_version": version,
-        "ledger": [e["batch"] for e in read_ledger(ws.data)],
+        "ledger": ledger[: trained_on.get("ledger_batches", len(ledger))],
         "blessed": bool(blessing.get("blessed")),
         "released": blessing.get("released"),
         "reasons": blessing.get("reasons", []),
@@ -233,7 +311,8 @@ def failure_line(context: dict[str, Any]) -> str:
     task_id = getattr(ti, "task_id", "?")
     run_id = getattr(ti, "run_id", context.get("run_id", "?"))
     error = context.get("exception")
-    line = f"FAILED {dag_id}.{task_id} run {run_id}: {type(error).__name__ if error else 'error'}: {str(error)[:300]}"
+    kind = type(error).__name__ if error else "error"
+    line = f"FAILED {dag_id}.{task_id} run {run_id}: {kind}: {str(error)[:300]}"
     ws = Workspace.from_env()
     path = ws.root / "artifacts" / "orchestration" / "failures.log"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,13 +83,18 @@ def popularity_ranker(reference: pd.DataFrame) -> Ranker:
 
 def bundle_ranker(bundle_dir: Path, batch_size: int = 256) -> Ranker:
     """The served champion's own scoring (the evaluate stage's masked full-catalogue pass)."""
+    from pipelines.inference.bundle import load_bundle
+
+    return ranker_of(load_bundle(bundle_dir), batch_size)
+
+
+def ranker_of(bundle, batch_size: int = 256) -> Ranker:
+    """``bundle_ranker`` of a bundle already loaded (``inference.bundle.load_bundle``)."""
     import torch
 
     from pipelines.evaluation.ranking import masked_scores, top_k
-    from pipelines.inference.bundle import load_bundle
     from pipelines.inference.recommend import histories_of
 
-    bundle = load_bundle(bundle_dir)
     index = bundle.catalogue.index
     ids = bundle.catalogue.item_ids
     n_items = bundle.model.n_items

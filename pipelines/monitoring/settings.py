@@ -1,6 +1,6 @@
 """Typed settings of the monitoring and replay loop, and the folders it works in.
 
-``load_settings`` reads only the ``monitoring:`` and ``replay:`` sections of
+``load_settings`` reads only the ``monitoring:``, ``replay:`` and ``retrain:`` sections of
 params.yaml (typed in pipelines/config.py), so a DAG task does not need the rest.
 
 ``Workspace`` is every folder the loop reads or writes. It defaults to the
@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from pipelines import paths
-from pipelines.config import MonitoringParams, ReplayParams
+from pipelines.config import MonitoringParams, ReplayParams, RetrainParams
 
 WORKSPACE_ENV = "RECOPS_WORKSPACE"
 
@@ -30,12 +30,15 @@ class _Frozen(BaseModel):
 class Settings(_Frozen):
     monitoring: MonitoringParams = MonitoringParams()
     replay: ReplayParams = ReplayParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 def load_settings(path: Path | None = None) -> Settings:
     path = Path(path or paths.PARAMS)
     raw = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    return Settings.model_validate({k: raw[k] for k in ("monitoring", "replay") if k in raw})
+    return Settings.model_validate(
+        {k: raw[k] for k in ("monitoring", "replay", "retrain") if k in raw}
+    )
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,9 @@ class Workspace:
         return cls(Path(os.environ.get(WORKSPACE_ENV) or paths.ROOT).resolve())
 
     @property
-    def is_repository(self) -> bool:
-        return self.root == paths.ROOT
+    def is_dvc_project(self) -> bool:
+        """A DVC project (the repository, or a replay's copy of it): data.dvc is kept in step."""
+        return (self.root / "dvc.yaml").is_file() and (self.root / ".dvc").is_dir()
 
     @property
     def params(self) -> Path:
@@ -77,8 +81,8 @@ class Workspace:
         return self.root / "artifacts" / "monitoring"
 
     @property
-    def reference(self) -> Path:  # the data/ snapshot the champion was trained on (ledger version)
-        return self.root / "artifacts" / "monitoring" / "reference.json"
+    def baseline(self) -> Path:  # the served champion's NDCG on its first week in service
+        return self.root / "artifacts" / "monitoring" / "baseline.json"
 
     @property
     def retrain_state(self) -> Path:  # data versions already retrained on, and what they produced
@@ -87,10 +91,6 @@ class Workspace:
     @property
     def serving(self) -> Path:  # what is served now: bento tag, port, pid
         return self.root / "artifacts" / "serving" / "current.json"
-
-    @property
-    def quality(self) -> Path:  # the per-week quality curve (a DVC plot)
-        return self.root / "artifacts" / "monitoring" / "quality.csv"
 
     @property
     def bentoml_home(self) -> Path:

@@ -10,7 +10,7 @@ reads:
                               which key wrote data/; every run checks it
 writes:
   data/ (--data-dir)          interactions, items, users .parquet: an accepted batch
-                              replaces all of them (append is not supported yet)
+                              replaces all of them (to append: the ingest DAG)
   .secrets/data.key-fingerprint
                               recorded when a batch is accepted
   quarantine/<batch>/ (--quarantine-dir)

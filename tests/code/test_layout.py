@@ -1,8 +1,8 @@
 """The package is a library in layers (design.md §9): imports only go down.
 
 core (schema, paths, config, io, device) → data, features → models → evaluation
-→ training → inference → monitoring (it scores the served champion) → stages. Nothing in the library imports a
-stage; pipelines imports nothing from dags/ or services/.
+→ training → inference → monitoring (it scores the served champion) → stages. Nothing
+in the library imports a stage; pipelines imports nothing from dags/ or services/.
 """
 
 from __future__ import annotations

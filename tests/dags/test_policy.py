@@ -34,9 +34,10 @@ def test_policy_tags_retries_max_active_runs_callbacks(bag):
             assert t.on_failure_callback, f"{dag.dag_id}.{t.task_id}"
 
 
-def test_dvc_runs_one_at_a_time(bag):
+def test_dvc_runs_and_appends_one_at_a_time(bag):
     repro = bag.dags["recops_retrain"].get_task("repro")
-    assert repro.pool == "recops_dvc"
+    append = bag.dags["recops_ingest"].get_task("append")
+    assert repro.pool == append.pool == "recops_dvc"  # data/ holds still under dvc repro
 
 
 def test_assets_chain_the_dags(bag):

@@ -38,7 +38,11 @@ def world(tmp_path):
 
     def run(batch: Path):
         return append_batch(
-            IngestParams(), batch, data_dir=tmp_path / "data", quarantine_dir=tmp_path / "quarantine", key=KEY
+            IngestParams(),
+            batch,
+            data_dir=tmp_path / "data",
+            quarantine_dir=tmp_path / "quarantine",
+            key=KEY,
         )
 
     return stream, tmp_path, run
@@ -104,7 +108,17 @@ def test_references_resolve_against_data_or_the_batch_itself(world):
     assert run(replay.write_batch(tables, tmp / "landing", "orphan")).status == "quarantined"
     # the same item arriving with its own row is fine
     tables["items"] = pd.concat(
-        [tables["items"], pd.DataFrame({schema.ITEM_ID: ["999"], schema.TITLE: ["New"], schema.YEAR: [1997], schema.GENRES: [["Drama"]]})],
+        [
+            tables["items"],
+            pd.DataFrame(
+                {
+                    schema.ITEM_ID: ["999"],
+                    schema.TITLE: ["New"],
+                    schema.YEAR: [1997],
+                    schema.GENRES: [["Drama"]],
+                }
+            ),
+        ],
         ignore_index=True,
     )
     assert run(replay.write_batch(tables, tmp / "landing", "with-item")).status == "accepted"
@@ -164,11 +178,13 @@ def test_a_hard_kill_midway_leaves_data_byte_identical(world):
                 os._exit(137)
             real(frame, path, schema)
         append.write_table = die
-        append.append_batch(IngestParams(), {str(batch)!r}, data_dir={str(tmp / 'data')!r},
-                            quarantine_dir={str(tmp / 'quarantine')!r}, key=PUBLIC_DEMO_KEY)
+        append.append_batch(IngestParams(), {str(batch)!r}, data_dir={str(tmp / "data")!r},
+                            quarantine_dir={str(tmp / "quarantine")!r}, key=PUBLIC_DEMO_KEY)
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parents[2], timeout=120
+    )
     assert done.returncode == 137
     assert _tree(tmp / "data") == before
     assert run(batch).accepted  # the next run cleans up and appends
@@ -180,5 +196,8 @@ def test_the_ledger_travels_with_the_tables(world):
     run(replay.drop_week(stream, tmp / "landing"))
     assert (tmp / "data" / LEDGER).exists()
     assert set(p.name for p in (tmp / "data").iterdir()) == {
-        "interactions.parquet", "items.parquet", "users.parquet", LEDGER,
+        "interactions.parquet",
+        "items.parquet",
+        "users.parquet",
+        LEDGER,
     }

@@ -74,7 +74,11 @@ def test_a_shifted_batch_drifts_the_way_it_says(how):
     events = shifted["interactions"]
     assert not events.duplicated([schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP]).any()
     if how.startswith("genre"):
-        horror = set(stream.raw.items[stream.raw.items[schema.GENRES].map(lambda g: "Horror" in g)][schema.ITEM_ID])
+        horror = set(
+            stream.raw.items[stream.raw.items[schema.GENRES].map(lambda g: "Horror" in g)][
+                schema.ITEM_ID
+            ]
+        )
         share = lambda f: f[schema.ITEM_ID].isin(horror).mean()  # noqa: E731
         assert share(events) > 0.5 > share(clean["interactions"])
     elif how.startswith("age"):

@@ -56,7 +56,7 @@ def synthetic_raw(
         allowed = n_items if w >= initial_weeks else int(n_items * 0.9)
         p = weights[:allowed] / weights[:allowed].sum()
         for _ in range(events_per_week):
-            u = rng.integers(0, n_users if w else n_users)  # every user may appear in any week
+            u = rng.integers(0, n_users)  # every user may appear in any week
             i = rng.choice(allowed, p=p)
             ts = MONDAY_1997 + w * week + int(rng.integers(0, week))
             rows.append((str(u + 1), str(i + 1), float(rng.integers(1, 6)), ts))

@@ -13,18 +13,20 @@ from pipelines.config import IngestParams
 from pipelines.data import replay
 from pipelines.data.append import append_batch, read_snapshot
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
-from pipelines.monitoring.drift import assess
+from pipelines.monitoring.drift import PROFILE_FEATURES, assess, event_features
 from pipelines.monitoring.quality import ndcg_of_target, next_item_ndcg, popularity_ranker
 from pipelines.monitoring.settings import MonitoringParams
 from tests.monitoring.synthetic import GENRES, synthetic_raw
 
-CFG = MonitoringParams(min_events=50, reference_rows=2000)
+CFG = MonitoringParams(
+    min_events=50, reference_rows=2000, min_quality_users=10, embedding_plot_rows=50
+)
 
 
 def genre_vectoriser(items: pd.DataFrame):
     """A stand-in for MiniLM: one-hot genre plus a little noise, unit rows."""
     genre = items.set_index(schema.ITEM_ID)[schema.GENRES].map(
-        lambda g: list(g)[0] if len(g) else None
+        lambda g: next(iter(g)) if len(g) else None
     )
     rng = np.random.default_rng(0)
 
@@ -42,7 +44,7 @@ def genre_vectoriser(items: pd.DataFrame):
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
-    """Reference = weeks 0-1 appended; the batches are week 2 clean / shifted, as privacy-applied tables."""
+    """Reference = weeks 0-1 appended; batches: week 2 clean or shifted, privacy applied."""
     tmp = tmp_path_factory.mktemp("drift")
     stream = replay.cut(synthetic_raw(events_per_week=300, weeks=3), initial_weeks=2)
     for _ in range(2):
@@ -110,6 +112,22 @@ def test_next_item_ndcg_uses_the_first_batch_event_of_known_users():
     assert (ndcg, users) == (0.0, 1)
 
 
+def test_features_follow_row_positions_whatever_the_index(loop):
+    # a sampled reference keeps its index labels; the profile of every event must still be
+    # found (it once came out "nan" for every label past the sample's length)
+    _, reference, _, _ = loop
+    events = reference["interactions"]
+    sample = events.sample(frac=0.5, random_state=0)
+    popularity = events[schema.ITEM_ID].value_counts()
+    features = event_features(sample, reference["items"], reference["users"], popularity)
+    again = event_features(
+        sample.reset_index(drop=True), reference["items"], reference["users"], popularity
+    )
+    pd.testing.assert_frame_equal(features, again)
+    profiles = features[list(PROFILE_FEATURES)]
+    assert (profiles != "nan").all().all() and not profiles.eq(schema.UNKNOWN).all().any()
+
+
 def test_a_clean_batch_does_not_drift_and_writes_both_files(loop):
     tmp, reference, batch_of, vectors = loop
     out = tmp / "out-clean"
@@ -121,7 +139,7 @@ def test_a_clean_batch_does_not_drift_and_writes_both_files(loop):
         out_dir=out,
         vectoriser=vectors,
         ranker=popularity_ranker(reference["interactions"]),
-        trained_ndcg=0.05,
+        baseline_ndcg=0.05,
     )
     assert decision.status == "no_drift", decision.reasons
     saved = json.loads((out / "decision.json").read_text())
@@ -146,7 +164,7 @@ def test_a_genre_burst_drifts_with_a_reason(loop):
 
 
 def test_new_items_drift_on_the_unseen_share(loop):
-    tmp, reference, batch_of, vectors = loop
+    tmp, reference, batch_of, _ = loop
     decision = assess(
         "week-02-new", reference, batch_of(shifted="new-items"), CFG, out_dir=tmp / "out-new"
     )
@@ -177,6 +195,18 @@ def test_a_quality_drop_is_the_main_reason(loop):
         CFG,
         out_dir=tmp / "out-q",
         ranker=never,
-        trained_ndcg=0.1,
+        baseline_ndcg=0.1,
     )
     assert decision.drift and decision.main_reason.startswith("champion NDCG@10 fell 100%")
+    # the same drop measured on fewer users than min_quality_users is reported, not decided on
+    few = CFG.model_copy(update={"min_quality_users": decision.signals["ndcg_users"] + 1})
+    quiet = assess(
+        "week-02-q2",
+        reference,
+        batch_of(),
+        few,
+        out_dir=tmp / "out-q2",
+        ranker=never,
+        baseline_ndcg=0.1,
+    )
+    assert quiet.signals["ndcg@10"] == 0.0 and not any("NDCG" in r for r in quiet.reasons)

@@ -163,7 +163,8 @@ def test_probes_are_open_and_apis_need_the_token(client: TestClient) -> None:
     assert client.get("/model").status_code == 401
     assert client.post("/recommend", json=body, headers=AUTH).status_code == 200
     card = client.get("/model", headers=AUTH).json()
-    assert card["name"] == "fusion_transformer" and card["version"] == "tiny:1"
+    # the client is shared by the module: a test that ran first may have added an item
+    assert card["name"] == "fusion_transformer" and card["version"].split("+")[0] == "tiny:1"
 
 
 SECRET = "zz-secret-input-zz"

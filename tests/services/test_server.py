@@ -54,16 +54,17 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("served")
+    home = work / ".bentoml"  # a hidden folder, like the project's store: BentoML must cope
     env = {
         **os.environ,
-        "BENTOML_HOME": str(work / "home"),
+        "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "True",
         "RECOPS_API_TOKEN": TOKEN,
         "PYTHONPATH": str(paths.ROOT),
     }
     env.pop("RECOPS_BUNDLE_DIR", None)
     subprocess.run(
-        [sys.executable, "-c", PACKAGE, str(artifacts), str(work / "home"), str(work / "release")],
+        [sys.executable, "-c", PACKAGE, str(artifacts), str(home), str(work / "release")],
         cwd=paths.ROOT,
         env=env,
         check=True,
