@@ -7,13 +7,16 @@ import hmac
 import re
 import stat
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines import schema
 from pipelines.data.privacy import (
     KEY_ENV,
+    MIN_KEY_BYTES,
     PSEUDONYM_PATTERN,
+    UNKNOWN,
     PseudonymKeyError,
     age_band,
     age_bands,
@@ -25,8 +28,10 @@ from pipelines.data.privacy import (
     pseudonymise,
     pseudonymise_id,
     region,
+    regions,
     withhold_contact_data,
 )
+from pipelines.features.profiles import encode_profiles, profile_vocabulary
 
 BANDS = (18, 25, 35, 45, 50, 56)
 KEY_A = b"a" * 32
@@ -224,3 +229,45 @@ def test_a_key_readable_by_others_warns_and_a_directory_is_refused(
 def test_fingerprints_tell_keys_apart_and_do_not_reveal_them() -> None:
     assert key_fingerprint(KEY_A) == key_fingerprint(KEY_A) != key_fingerprint(KEY_B)
     assert KEY_A.hex()[:16] not in key_fingerprint(KEY_A)
+
+
+def test_the_shortest_accepted_key_is_min_key_bytes(tmp_path, monkeypatch) -> None:
+    # exactly 16 bytes pass; one byte fewer is refused, with the count in the message
+    monkeypatch.setenv(KEY_ENV, "ab" * MIN_KEY_BYTES)
+    assert load_or_create_key(tmp_path / "k") == bytes.fromhex("ab" * MIN_KEY_BYTES)
+    monkeypatch.setenv(KEY_ENV, "ab" * (MIN_KEY_BYTES - 1))
+    with pytest.raises(PseudonymKeyError, match=f"holds {MIN_KEY_BYTES - 1} bytes"):
+        load_or_create_key(tmp_path / "k")
+    monkeypatch.delenv(KEY_ENV)
+    short = tmp_path / "short.key"
+    short.write_text("ab" * (MIN_KEY_BYTES - 1) + "\n")
+    with pytest.raises(PseudonymKeyError, match=f"at least {MIN_KEY_BYTES}"):
+        load_or_create_key(short)
+
+
+def test_users_without_a_zip_share_the_one_unknown_region() -> None:
+    # a missing, blank or "unknown" zip is one region, "unknown", which the models encode
+    # as code 0 like any unseen region: never a region of its own ("nan", "", "NON")
+    users = pd.DataFrame(
+        {
+            "user_id": [str(u) for u in range(6)],
+            "age": [30] * 6,
+            "gender": ["F"] * 6,
+            "occupation": ["writer"] * 6,
+            "zip": ["85711", None, np.nan, "", "   ", "Unknown"],
+        }
+    )
+    safe, _ = apply_privacy(users, users[["user_id"]], KEY_A, BANDS, 3)
+    assert safe[schema.REGION].tolist() == ["857", *[UNKNOWN] * 5]
+    assert regions(users["zip"]).tolist() == safe[schema.REGION].tolist()
+    vocabulary = profile_vocabulary(safe)
+    assert vocabulary[schema.REGION] == ["857"]
+    codes = encode_profiles(safe.assign(user_idx=range(6)), vocabulary)["region_code"]
+    assert codes.tolist() == [1, 0, 0, 0, 0, 0]
+
+
+def test_the_age_band_edges_are_inclusive_at_the_low_end() -> None:
+    # 0 and 130 are the extreme ages kept; just outside them is "unknown", not a band
+    assert age_band(0, BANDS) == "<18" and age_band(130, BANDS) == "56+"
+    assert age_band(-0.5, BANDS) == age_band(130.5, BANDS) == UNKNOWN
+    assert age_band(17.9, BANDS) == "<18" and age_band("18", BANDS) == "18-24"

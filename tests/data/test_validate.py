@@ -280,3 +280,24 @@ def test_validating_100k_rows_takes_seconds() -> None:
     report = check(big, items, users)
     assert report.success, report.messages()
     assert report.seconds < 30
+
+
+def test_year_and_item_id_limits_are_exact() -> None:
+    # years from 1800 to next year pass, one beyond either end does not; an item id of
+    # 64 characters passes, 65 (or none at all) does not
+    interactions, items, users = clean_tables()
+    extra = pd.DataFrame(
+        {
+            schema.ITEM_ID: ["a" * 64, "b" * 65, "", "old", "older", "soon", "later"],
+            schema.TITLE: ["Edge"] * 7,
+            schema.YEAR: pd.array(
+                [1995, 1995, 1995, 1800, 1799, NOW.year + 1, NOW.year + 2], dtype="Int64"
+            ),
+            schema.GENRES: [[]] * 7,
+        }
+    )
+    report = check(interactions, pd.concat([items, extra], ignore_index=True), users)
+    assert failure(report, "items", schema.ITEM_ID, "1–64").rows == (5, 6)
+    found = failure(report, "items", schema.YEAR, "year before 1800 or after 2027")
+    assert found.rows == (8, 10)
+    assert report.rejected_rows("items").tolist() == [5, 6, 8, 10]

@@ -56,6 +56,23 @@ def test_itemknn_cosine_known_values() -> None:
     assert (pruned > 0).sum(axis=1).max() == 1
 
 
+def test_itemknn_shrinkage_known_values() -> None:
+    # items 0 and 1 share 3 users (norms √3 · √3 = 3), items 2 and 3 one user (√2 · √1):
+    # shrink s damps the cosine co / (‖a‖‖b‖ + s), the rarely co-rated pair far more
+    similarity = cosine_similarity(MATRIX, shrink=1.0)
+    assert similarity[0, 1] == pytest.approx(3 / 4)
+    assert similarity[2, 3] == pytest.approx(1 / (np.sqrt(2) + 1))
+    assert similarity[1, 2] == pytest.approx(1 / (np.sqrt(3) * np.sqrt(2) + 1))
+    assert np.allclose(similarity, similarity.T) and np.all(np.diag(similarity) == 0)
+    model = build_model("itemknn", 4, {"shrink": 1.0, "neighbours": 1})
+    model.fit(train_data())
+    # one neighbour each: item 2's is item 3 (0.414 beats 0.290), item 0's is item 1
+    assert model.score_all(one_history([2]))[0].tolist() == pytest.approx([0, 0, 0, 0.41421356])
+    assert model.score_all(one_history([0, 2]))[0].tolist() == pytest.approx(
+        [0, 0.75, 0, 0.41421356]
+    )
+
+
 def test_ease_has_zero_diagonal_and_learns_co_occurrence() -> None:
     weights = ease_weights(MATRIX, l2=0.5)
     assert np.allclose(np.diag(weights), 0.0)
