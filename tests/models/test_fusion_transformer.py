@@ -435,3 +435,34 @@ def test_there_is_no_user_id_embedding() -> None:
     # every table is sized by items, time buckets, hours, weekdays, positions or profile codes
     allowed = {N_SWITCH_ITEMS, 33, 24, 7, SMALL["max_len"] + 1, *PROFILE_SIZES}
     assert set(tables) <= allowed
+
+
+WEEK = 7 * 86_400
+
+
+def moved(batch: Histories, seconds: int = 0, weeks_apart: int = 0) -> Histories:
+    """The same events ``seconds`` later, each gap ``weeks_apart`` weeks longer."""
+    real = batch.items != PAD
+    order = real.long().cumsum(dim=1)  # 1, 2, ... over the real events
+    stamps = batch.timestamps + seconds + order * weeks_apart * WEEK
+    return Histories(batch.items, torch.where(real, stamps, 0), batch.profiles)
+
+
+def test_each_time_encoding_enters_the_input() -> None:
+    # hour of day, day of week, the gap embedding and the time bias each move the scores;
+    # whole weeks later, every hour, weekday and gap is the same, and so are the scores
+    model = trained_with()
+    batch = fixed_input()
+    before = model.score_all(batch)
+    assert torch.allclose(before, model.score_all(moved(batch, 3 * WEEK)), atol=1e-6)
+    assert differs(before, model.score_all(moved(batch, 3_600)))  # the hour only
+    assert differs(before, model.score_all(moved(batch, 86_400)))  # the weekday only
+    apart = moved(batch, weeks_apart=1)  # longer gaps, same hours and weekdays
+    assert torch.equal(hour_of_day(apart.timestamps), hour_of_day(batch.timestamps))
+    assert torch.equal(day_of_week(apart.timestamps), day_of_week(batch.timestamps))
+    for table in ("time_bias", "gap"):  # with either one silenced, the other still sees gaps
+        other = trained_with()
+        with torch.no_grad():
+            getattr(other, table).weight.zero_()
+        other.eval()
+        assert differs(other.score_all(batch), other.score_all(apart)), table
