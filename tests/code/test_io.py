@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from pipelines import io as io_module
@@ -133,3 +135,49 @@ def test_a_file_damaged_in_place_is_caught_on_load(tmp_path) -> None:
     os.utime(state, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(io_module.CorruptOutputError, match="dvc checkout"):
         load_model(tmp_path / "ease")
+
+
+def test_json_is_written_in_one_stable_layout(tmp_path) -> None:
+    # indented, keys sorted, one trailing newline: the same payload gives the same bytes,
+    # so DVC hashes and git diffs of metrics change only when a value does
+    path = tmp_path / "metrics.json"
+    write_json({"b": 1, "a": [1, 2], "é": "ü"}, path)
+    assert path.read_bytes() == (
+        b'{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1,\n  "\\u00e9": "\\u00fc"\n}\n'
+    )
+    io_module.write_text("ü\n", tmp_path / "note.txt")
+    assert (tmp_path / "note.txt").read_bytes() == "ü\n".encode()
+
+
+def test_parquet_and_npy_writers_round_trip_and_keep_the_old_file_on_failure(
+    tmp_path,
+) -> None:
+    frame = pd.DataFrame({"user_idx": [0, 1], "score": [0.5, 0.25]})
+    table = tmp_path / "out" / "table.parquet"
+    io_module.write_parquet(frame, table)
+    pd.testing.assert_frame_equal(pd.read_parquet(table), frame)
+    with pytest.raises(ValueError):  # pyarrow refuses an object column of mixed types
+        io_module.write_parquet(pd.DataFrame({"x": [1, "a"]}), table)
+    pd.testing.assert_frame_equal(pd.read_parquet(table), frame)
+    vectors = tmp_path / "deeper" / "items.npy"
+    io_module.write_npy(np.arange(6, dtype=np.float32).reshape(2, 3), vectors)
+    assert np.array_equal(np.load(vectors), np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["table.parquet"]
+
+
+def test_a_first_publish_that_fails_leaves_nothing(tmp_path, monkeypatch) -> None:
+    # no previous folder to put back: the error says so and no half folder appears
+    target = tmp_path / "models"
+    real_rename = Path.rename
+
+    def failing_rename(self: Path, destination):
+        if self.name.startswith(io_module.STAGING_PREFIX):
+            raise OSError("rename failed")
+        return real_rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    failure = pytest.raises(io_module.PublishError, match="could not move the new models")
+    with failure, replaced_dir(target) as staging:
+        (staging / "new").mkdir()
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pipelines.data.contract import (
     user_rules,
 )
 from pipelines.data.privacy import pseudonymise_id
-from pipelines.data.validate import expectation_for, validate_tables
+from pipelines.data.validate import Finding, ValidationReport, expectation_for, validate_tables
 
 KEY = b"k" * 32
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -301,3 +302,72 @@ def test_year_and_item_id_limits_are_exact() -> None:
     found = failure(report, "items", schema.YEAR, "year before 1800 or after 2027")
     assert found.rows == (8, 10)
     assert report.rejected_rows("items").tolist() == [5, 6, 8, 10]
+
+
+def test_one_unreadable_cell_is_reported_in_the_singular() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[1, schema.TIMESTAMP] = pd.NA
+    report = check_with(interactions, items, users, {"interactions": {"timestamp": [1]}})
+    (found,) = [f for f in report.findings if f.expectation == "ValuesAreFiniteNumbers"]
+    assert found.message == (
+        "1 interaction has a timestamp that is neither Unix seconds nor an ISO date-time in "
+        "range (sequence models and the leave-one-out split need a real point in time)"
+    )
+    assert found.row_reason == (
+        "has a timestamp that is neither Unix seconds nor an ISO date-time in range "
+        "(sequence models and the leave-one-out split need a real point in time)"
+    )
+
+
+def check_with(interactions, items, users, problems):
+    return validate_tables(interactions, items, users, now=NOW, problems=problems)
+
+
+def test_the_report_as_json() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[[0, 4], schema.RATING] = [0.0, 6.5]
+    report = check(interactions, items, users)
+    as_json = dataclasses.replace(report, seconds=1.23456).to_dict()
+    assert as_json["success"] is False and as_json["seconds"] == 1.235
+    assert as_json["counts"]["interactions"] == {"input": 8, "accepted": 6, "rejected": 2}
+    assert as_json["failures"] == [
+        {
+            "table": "interactions",
+            "expectation": "ExpectColumnValuesToBeBetween",
+            "column": "rating",
+            "message": "2 interactions have a rating outside 1–5 (ratings are stars on a 1–5 "
+            "scale)",
+            "reason": "ratings are stars on a 1–5 scale",
+            "rejected_rows": 2,
+            "sample_rows": [0, 4],
+        }
+    ]
+    assert as_json["checks"] == list(report.checks) and len(as_json["checks"]) > 30
+    rating = [c for c in as_json["checks"] if c["column"] == "rating" and not c["success"]]
+    assert rating == [
+        {
+            "table": "interactions",
+            "expectation": "ExpectColumnValuesToBeBetween",
+            "column": "rating",
+            "success": False,
+            "reason": "ratings are stars on a 1–5 scale",
+        }
+    ]
+
+
+def test_a_finding_lists_at_most_twenty_sample_rows() -> None:
+    finding = Finding("items", "Kind", "year", "message", "row", "reason", tuple(range(25)))
+    assert finding.to_dict()["rejected_rows"] == 25
+    assert finding.to_dict()["sample_rows"] == list(range(20))
+
+
+def test_an_empty_report_rejects_nothing() -> None:
+    report = ValidationReport(row_counts={"items": 2}, checks=(), findings=(), seconds=0.0)
+    assert report.success and report.messages() == []
+    assert (
+        report.rejected_rows("items").dtype == np.int64 and report.rejected_rows("items").size == 0
+    )
+    assert report.row_reasons("items").tolist() == ["", ""]
+    assert report.counts() == {"items": {"input": 2, "accepted": 2, "rejected": 0}}
+    clean = check(*clean_tables())
+    assert clean.rejected_rows("users").dtype == np.int64
