@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -181,3 +183,66 @@ def test_a_first_publish_that_fails_leaves_nothing(tmp_path, monkeypatch) -> Non
         (staging / "new").mkdir()
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parquet_files_hold_no_index_column(tmp_path) -> None:
+    frame = pd.DataFrame({"item_idx": [3, 4]}, index=[5, 9])  # a filtered frame's index
+    io_module.write_parquet(frame, tmp_path / "t.parquet")
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(back.columns) == ["item_idx"] and back.index.tolist() == [0, 1]
+
+
+LOCKED = "undeletable"
+
+
+def lock_files_named_undeletable(monkeypatch) -> None:
+    """Files named ``LOCKED`` cannot be deleted (as root, permissions would not stop it)."""
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(path) == LOCKED:
+            raise PermissionError(f"cannot delete {path}")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_leftovers_that_cannot_be_deleted_do_not_stop_a_publish(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    stale = tmp_path / f"{io_module.STAGING_PREFIX}models.old"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / LOCKED).write_text("x")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    lock_files_named_undeletable(monkeypatch)
+    with pytest.raises(PermissionError):  # the lock holds
+        shutil.rmtree(stale)
+    logged = caplog.at_level(logging.INFO, logger="pipelines.io")
+    with logged, replaced_dir(tmp_path / "models") as staging:
+        (staging / "new.txt").write_text("fresh")
+    assert (tmp_path / "models" / "new.txt").read_text() == "fresh"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removing {stale}, left by an interrupted run"
+    ]
+
+
+def test_an_old_folder_that_cannot_be_deleted_does_not_undo_the_swap(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "models"
+    target.mkdir()
+    (target / LOCKED).write_text("old")
+    lock_files_named_undeletable(monkeypatch)
+    with replaced_dir(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_a_retired_folder_left_by_a_killed_swap_is_replaced(tmp_path) -> None:
+    # a run killed between its two renames leaves .retired-<name>.<pid>; a later run with
+    # the same pid must still be able to move the current folder aside
+    target = tmp_path / "models"
+    target.mkdir()
+    left = tmp_path / f"{io_module.RETIRED_PREFIX}models.{os.getpid()}"
+    (left / "stale").mkdir(parents=True)
+    with replaced_dir(target) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.txt"] and not left.exists()
