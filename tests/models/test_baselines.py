@@ -9,8 +9,8 @@ import torch
 
 from pipelines.models import MODELS, Histories, TrainData, build_model, load_model
 from pipelines.models.base import PAD
-from pipelines.models.ease import ease_weights
-from pipelines.models.itemknn import cosine_similarity, keep_top_neighbours
+from pipelines.models.ease import EASEConfig, ease_weights
+from pipelines.models.itemknn import ItemKNNConfig, cosine_similarity, keep_top_neighbours
 
 # 4 users × 4 items: items 0 and 1 always together, item 3 with item 2 once
 MATRIX = sp.csr_matrix(
@@ -132,3 +132,38 @@ def test_every_closed_form_model_round_trips_through_disk(name: str, tmp_path) -
         restored.score(history, torch.tensor([[3, 1]])),
         restored.score_all(history)[:, [3, 1]],
     )
+
+
+def test_keep_top_neighbours_keeps_exactly_the_largest() -> None:
+    rng = np.random.default_rng(0)
+    similarity = rng.random((6, 6))
+    for k in range(1, 6):
+        pruned = keep_top_neighbours(similarity, k)
+        for row in range(6):
+            top = set(np.argsort(-similarity[row])[:k].tolist())
+            assert set(np.flatnonzero(pruned[row]).tolist()) == top, (k, row)
+            assert np.array_equal(pruned[row, list(top)], similarity[row, list(top)])
+    assert keep_top_neighbours(similarity, 6) is similarity  # nothing to prune
+
+
+def test_configs_refuse_impossible_values_and_keep_the_given_ones() -> None:
+    with pytest.raises(ValueError, match=r"^l2 must be positive, got 0$"):
+        EASEConfig(l2=0)
+    message = r"^neighbours must be at least 1 and shrink not negative$"
+    for bad in ({"neighbours": 0}, {"shrink": -1.0}):
+        with pytest.raises(ValueError, match=message):
+            ItemKNNConfig(**bad)
+    assert ItemKNNConfig(neighbours=1, shrink=0.0).shrink == 0.0  # no shrinkage is allowed
+    ease = build_model("ease", 4, {"l2": 0.5})
+    knn = build_model("itemknn", 4, {"neighbours": 2, "shrink": 0.5})
+    assert (ease.l2, knn.neighbours, knn.shrink) == (0.5, 2, 0.5)
+    with pytest.raises(ValueError, match="unknown key"):
+        build_model("popularity", 4, {"neighbours": 2})  # popularity has no settings
+
+
+def test_popularity_counts_stay_float32_whatever_the_matrix_type() -> None:
+    model = build_model("popularity", 4)
+    data = train_data()
+    model.fit(TrainData(MATRIX.astype(np.float64), data.histories, n_items=4))
+    assert model.counts.dtype == torch.float32
+    assert model.counts.tolist() == [3.0, 3.0, 2.0, 1.0]
