@@ -371,3 +371,27 @@ def test_an_empty_report_rejects_nothing() -> None:
     assert report.counts() == {"items": {"input": 2, "accepted": 2, "rejected": 0}}
     clean = check(*clean_tables())
     assert clean.rejected_rows("users").dtype == np.int64
+
+
+def test_a_check_that_cannot_run_names_the_error_kind_not_the_cells() -> None:
+    interactions, items, users = clean_tables()
+    items[schema.YEAR] = ["1995", "secret-7731", None, "1995"]  # text: the range check breaks
+    report = check(interactions, items, users)
+    found = failure(report, "items", schema.YEAR, "could not check")
+    error = "great_expectations.exceptions.exceptions.MetricResolutionError"
+    assert found.message == (
+        f"could not check whether items have a year before 1800 or after 2027: "
+        f"the check raised {error}"
+    )
+    assert found.row_reason == f"its table could not be checked (the check raised {error})"
+    assert found.rows == (0, 1, 2, 3)
+    assert "secret-7731" not in " ".join(report.messages())
+    typed = failure(report, "items", schema.YEAR, "not integer")
+    assert typed.message == (
+        "the items table has a year column that is not integer "
+        "(years feed features and item text as whole numbers)"
+    )
+    assert typed.row_reason == (
+        "its table has a year column that is not integer "
+        "(years feed features and item text as whole numbers)"
+    )
