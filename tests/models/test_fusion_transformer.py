@@ -466,3 +466,39 @@ def test_each_time_encoding_enters_the_input() -> None:
             getattr(other, table).weight.zero_()
         other.eval()
         assert differs(other.score_all(batch), other.score_all(apart)), table
+
+
+def test_text_vectors_must_match_the_config_and_take_its_dtype() -> None:
+    model = FusionTransformer(8, SMALL)
+    message = (
+        r"^item embeddings \(8, 10\) do not match \[n_items, text_dim\] = \(8, 384\); "
+        r"set text_dim in the config$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model.items.text.set_vectors(torch.zeros(8, 10))
+    model.items.text.set_vectors(torch.ones(8, 384, dtype=torch.float64))
+    assert model.items.text.vectors.dtype == torch.float32
+
+
+def test_data_config_reads_profile_sizes_and_text_width() -> None:
+    data = train_data([[0, 1, 2]], 6, embeddings=unit_vectors(6, dim=12))
+    assert FusionTransformer.data_config(data) == {
+        "profile_sizes": tuple(PROFILE_SIZES),
+        "text_dim": 12,
+    }
+    bare = TrainData(data.matrix, data.histories, n_items=6)
+    assert FusionTransformer.data_config(bare) == {"profile_sizes": ()}
+
+
+def test_moving_or_casting_the_model_drops_its_cached_item_vectors() -> None:
+    model = fitted(8, [[0, 1, 2, 3]]).eval()
+    batch = history([0, 1], [1, 1, 1, 1])
+    with torch.no_grad():
+        model.score_all(batch)  # fills the eval-mode cache
+        model.to(torch.float64)
+        scores = model.score_all(Histories(batch.items, batch.timestamps, batch.profiles))
+    assert scores.dtype == torch.float64
+    # _apply passes its arguments on: recurse=False leaves the submodules alone
+    before = model.items.ids.weight.clone()
+    model._apply(lambda t: t * 0, recurse=False)
+    assert torch.equal(model.items.ids.weight, before) and model.context.abs().sum() == 0
