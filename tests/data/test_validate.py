@@ -395,3 +395,59 @@ def test_a_check_that_cannot_run_names_the_error_kind_not_the_cells() -> None:
         "its table has a year column that is not integer "
         "(years feed features and item text as whole numbers)"
     )
+
+
+def test_the_context_is_quiet_and_keeps_nothing() -> None:
+    from pipelines.data.validate import _context
+
+    context = _context()
+    assert type(context).__name__ == "EphemeralDataContext"
+    assert context.variables.analytics_enabled is False
+    assert context.variables.progress_bars.globally is False
+
+
+def test_singular_forms_of_the_problems() -> None:
+    from pipelines.data.validate import _singular
+
+    assert _singular("have no title") == "has no title"
+    assert _singular("repeat an earlier event") == "repeats an earlier event"
+    assert _singular("refer to a user") == "refers to a user"
+    assert _singular("are late") == "is late"
+    assert _singular("does not match") == "does not match"  # a verb it does not know: kept
+
+
+def test_the_error_kind_is_read_from_the_last_traceback_line() -> None:
+    from types import SimpleNamespace
+
+    from pipelines.data.validate import _exception_message
+
+    def result(info):
+        return SimpleNamespace(exception_info=info)
+
+    trace = "Traceback (most recent call last):\n  ...\nValueError: cell 'secret' is bad"
+    flat = {"raised_exception": True, "exception_traceback": trace}
+    assert _exception_message(result(flat)) == "the check raised ValueError"
+    nested = {"metric": {"raised_exception": False}, "other": flat}  # GX: one per metric
+    assert _exception_message(result(nested)) == "the check raised ValueError"
+    for unreadable in ("", "  \n  ", "Traceback:\n  weird line (no kind)"):
+        entry = {"raised_exception": True, "exception_traceback": unreadable}
+        assert _exception_message(result(entry)) == "the check raised an error"
+    assert _exception_message(result({"raised_exception": False})) is None
+    assert _exception_message(result(None)) is None
+    assert _exception_message(result({"m": {"raised_exception": False}})) is None
+
+
+def test_a_row_with_several_problems_lists_every_reason() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[0, schema.RATING] = 0.0
+    interactions.loc[0, schema.TIMESTAMP] = EARLIEST_TIMESTAMP - 1
+    report = check_with(interactions, items, users, {"interactions": {"timestamp": [3, 5]}})
+    assert report.row_reasons("interactions")[0] == (
+        "has a rating outside 1–5 (ratings are stars on a 1–5 scale); "
+        "has a timestamp before 1990-01-01 (recommender logs do not predate the web; "
+        "earlier values are unit or parsing errors)"
+    )
+    (cells,) = [f for f in report.findings if f.expectation == "ValuesAreFiniteNumbers"]
+    assert cells.message.startswith("2 interactions have a timestamp that is neither")
+    assert cells.reason == "sequence models and the leave-one-out split need a real point in time"
+    assert cells.rows == (3, 5)
