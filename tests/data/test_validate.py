@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipelines import schema
 from pipelines.data import contract
@@ -451,3 +452,23 @@ def test_a_row_with_several_problems_lists_every_reason() -> None:
     assert cells.message.startswith("2 interactions have a timestamp that is neither")
     assert cells.reason == "sequence models and the leave-one-out split need a real point in time"
     assert cells.rows == (3, 5)
+
+
+def test_a_row_rule_without_row_numbers_rejects_every_row() -> None:
+    # GX reports no row numbers for a column of the wrong type: every row goes
+    interactions, items, users = clean_tables()
+    items[schema.TITLE] = [5, 6, 7, 8]
+    found = failure(check(interactions, items, users), "items", schema.TITLE, "not text")
+    reason = "(titles are shown to people and embedded by the text encoder)"
+    assert found.message == f"all 4 items have a title that is not text {reason}"
+    assert found.row_reason == f"has a title that is not text {reason}"
+    assert found.rows == (0, 1, 2, 3)
+    one = items.iloc[:1]
+    alone = failure(check(interactions.iloc[:1], one, users), "items", schema.TITLE, "not text")
+    assert alone.message.endswith(f" has a title that is not text {reason}")  # one row: singular
+
+
+def test_a_cell_problem_without_a_rule_is_a_programming_error() -> None:
+    interactions, items, users = clean_tables()
+    with pytest.raises(ValueError, match=r"^no value rule for users\.zip in the contract$"):
+        check_with(interactions, items, users, {"users": {"zip": [0]}})
