@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -452,6 +454,7 @@ def test_a_row_with_several_problems_lists_every_reason() -> None:
     assert cells.message.startswith("2 interactions have a timestamp that is neither")
     assert cells.reason == "sequence models and the leave-one-out split need a real point in time"
     assert cells.rows == (3, 5)
+    assert report.row_reasons("interactions")[3] == f"has {cells.message.split(' have ', 1)[1]}"
 
 
 def test_a_row_rule_without_row_numbers_rejects_every_row() -> None:
@@ -472,3 +475,38 @@ def test_a_cell_problem_without_a_rule_is_a_programming_error() -> None:
     interactions, items, users = clean_tables()
     with pytest.raises(ValueError, match=r"^no value rule for users\.zip in the contract$"):
         check_with(interactions, items, users, {"users": {"zip": [0]}})
+
+
+def test_the_report_keeps_every_check_and_its_timing(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="pipelines.data.validate"):
+        report = check(*clean_tables())
+    kinds = [c["expectation"] for c in report.checks]
+    # the cell checks of all three tables come first, then every expectation
+    assert (
+        kinds.count("ValuesAreFiniteNumbers") == 4 and kinds.count("ValuesAreNotContactData") == 2
+    )
+    assert {c["table"] for c in report.checks[:6]} == {"interactions", "items", "users"}
+    assert 0 < report.seconds < 120
+    (record,) = [r for r in caplog.records if r.name == "pipelines.data.validate"]
+    assert re.fullmatch(
+        r"validated \{'interactions': 8, 'items': 4, 'users': 3\} with "
+        rf"{len(report.checks)} expectations in \d+\.\ds: 0 failed",
+        record.getMessage(),
+    )
+
+
+def test_defaults_are_three_character_regions_and_today() -> None:
+    interactions, items, users = clean_tables()
+    users.loc[0, schema.REGION] = "8571"
+    report = validate_tables(interactions, items, users)  # region_digits and now: defaults
+    assert failure(report, "users", schema.REGION, "region").rows == (0,)
+
+
+def test_an_items_table_without_ids_rejects_every_event() -> None:
+    interactions, items, users = clean_tables()
+    report = check(interactions, items.drop(columns=[schema.ITEM_ID]), users)
+    assert report.counts()["items"]["accepted"] == 0
+    assert report.counts()["interactions"]["accepted"] == 0
+    assert failure(report, "interactions", schema.ITEM_ID, "refer to an item").rows == tuple(
+        range(8)
+    )
