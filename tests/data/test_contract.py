@@ -55,6 +55,7 @@ def rendered() -> str:
     ]
     for rule in rules:
         if isinstance(rule, Rule):
+            assert isinstance(rule.keep_first, tuple), rule
             keep = f", keep first of {list(rule.keep_first)}" if rule.keep_first else ""
             scope, arguments = rule.scope + keep, json.dumps(rule.kwargs, sort_keys=True)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,10 @@ def test_every_expectation_carries_its_reason() -> None:
         assert expectation.meta["reason"] == rule.reason != ""
         assert expectation.notes == rule.reason
         assert expectation.meta["check"] == rule.check
+        assert (expectation.meta["table"], expectation.meta["problem"]) == (
+            rule.table,
+            rule.problem,
+        )
     checks = [r.check for r in rules] + [r.check for r in VALUE_RULES.values()]
     assert len(set(checks)) == len(checks), "checks must be told apart in results"
 
@@ -510,3 +515,12 @@ def test_an_items_table_without_ids_rejects_every_event() -> None:
     assert failure(report, "interactions", schema.ITEM_ID, "refer to an item").rows == tuple(
         range(8)
     )
+
+
+def test_great_expectations_is_told_to_keep_quiet(monkeypatch) -> None:
+    from pipelines.data.validate import _gx
+
+    monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    _gx()
+    assert os.environ["GX_ANALYTICS_ENABLED"] == "false"  # no analytics calls
+    assert logging.getLogger("great_expectations").level == logging.WARNING
