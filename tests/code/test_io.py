@@ -246,3 +246,16 @@ def test_a_retired_folder_left_by_a_killed_swap_is_replaced(tmp_path) -> None:
     with replaced_dir(target) as staging:
         (staging / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"] and not left.exists()
+
+
+def test_a_staging_folder_exactly_at_the_age_limit_is_kept(tmp_path, monkeypatch) -> None:
+    # older than STALE_AFTER_SECONDS goes; exactly that old may still be a live run's
+    folder = tmp_path / f"{io_module.STAGING_PREFIX}models.live"
+    folder.mkdir()
+    mtime = folder.stat().st_mtime
+    monkeypatch.setattr(io_module.time, "time", lambda: mtime + io_module.STALE_AFTER_SECONDS)
+    io_module.remove_stale_staging(tmp_path, "models")
+    assert folder.exists()
+    monkeypatch.setattr(io_module.time, "time", lambda: mtime + 61)
+    io_module.remove_stale_staging(tmp_path, "models")
+    assert not folder.exists()

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -524,3 +524,24 @@ def test_great_expectations_is_told_to_keep_quiet(monkeypatch) -> None:
     _gx()
     assert os.environ["GX_ANALYTICS_ENABLED"] == "false"  # no analytics calls
     assert logging.getLogger("great_expectations").level == logging.WARNING
+
+
+def test_next_year_is_counted_in_utc(monkeypatch) -> None:
+    # 23:00 UTC on New Year's Eve is already next year east of UTC: the default "now"
+    # must be UTC, so a release year two years ahead is still refused
+    from pipelines.data import validate
+
+    instant = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            if tz is None:  # a naive local clock fourteen hours ahead of UTC
+                return (instant + timedelta(hours=14)).replace(tzinfo=None)
+            return instant.astimezone(tz)
+
+    monkeypatch.setattr(validate, "datetime", Frozen)
+    interactions, items, users = clean_tables()
+    items[schema.YEAR] = pd.array([1995, 2027, 2028, 1995], dtype="Int64")
+    report = validate_tables(interactions, items, users)
+    assert failure(report, "items", schema.YEAR, "after 2027").rows == (2,)
