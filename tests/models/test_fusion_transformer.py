@@ -748,3 +748,20 @@ def test_scoring_creates_no_tensor_on_the_default_device() -> None:
     model.train()
     with torch.device("meta"):
         assert model.loss(batch).device.type == "cpu"
+
+
+@pytest.mark.gpu
+def test_a_cuda_model_takes_cpu_inputs_and_trains_under_bf16_autocast() -> None:
+    # the model moves histories, profiles and targets to its own device, and the attention
+    # bias follows the bf16 queries under autocast (CUDA refuses a float32 mask there)
+    model = FusionTransformer(N_SWITCH_ITEMS, SMALL).cuda()
+    data = train_data(SWITCH_SEQUENCES, N_SWITCH_ITEMS, [[1, 2, 3, 4]] * 3)
+    model.fit(data)  # the id mask lands on the model's device
+    batch = fixed_input()  # on the CPU
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model.loss(batch)
+    loss.backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        scores = model.score_all(batch)
+    assert torch.isfinite(loss) and scores.shape == (2, N_SWITCH_ITEMS) and scores.is_cuda
