@@ -154,3 +154,18 @@ def test_split_stats_count_an_absent_label_as_zero() -> None:
     assert (stats["train"], stats["valid"], stats["test"]) == (0, 0, 2)
     empty = split_stats(split.iloc[:0], 0)
     assert empty == dict.fromkeys(empty, 0)
+
+
+def test_order_events_keeps_the_columns_and_renumbers_rows(tiny_interactions) -> None:
+    shuffled = tiny_interactions.sample(frac=1.0, random_state=0)
+    for tie_break in ("source_order", "item_id"):
+        ordered = order_events(shuffled, tie_break)
+        assert list(ordered.columns) == list(tiny_interactions.columns), tie_break
+        assert ordered.index.tolist() == list(range(len(shuffled))), tie_break
+
+
+def test_split_interactions_passes_the_tie_break_on(tiny_interactions) -> None:
+    # user "1" logged "10" before "9" in the same second: the id order makes "10" the test
+    split = split_interactions(tiny_interactions, min_count=2, tie_break="item_id")
+    user1 = split[split["user_id"] == "1"]
+    assert user1[user1["split"] == "test"]["item_id"].item() == "10"

@@ -521,9 +521,13 @@ def test_great_expectations_is_told_to_keep_quiet(monkeypatch) -> None:
     from pipelines.data.validate import _gx
 
     monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    gx_log, root = logging.getLogger("great_expectations"), logging.getLogger()
+    monkeypatch.setattr(gx_log, "level", logging.NOTSET)
+    monkeypatch.setattr(root, "level", logging.INFO)
     _gx()
     assert os.environ["GX_ANALYTICS_ENABLED"] == "false"  # no analytics calls
-    assert logging.getLogger("great_expectations").level == logging.WARNING
+    assert gx_log.level == logging.WARNING  # its import chatter is not logged
+    assert root.level == logging.INFO  # and nothing else is silenced
 
 
 def test_next_year_is_counted_in_utc(monkeypatch) -> None:

@@ -79,6 +79,8 @@ def test_sequences_are_in_user_idx_order_whatever_the_row_order() -> None:
     assert [s.tolist() for s in sequences["items"]] == ROWS
     assert sequences["n_train"].tolist() == [2, 1, 3]
     assert list(sequences.columns) == ["user_idx", *SEQUENCE_COLUMNS]
+    narrow = build_sequences(frame.astype({"item_idx": "int32", "timestamp": "int32"}), 365)
+    assert {a.dtype for a in [*narrow["items"], *narrow["timestamps"]]} == {np.dtype(np.int64)}
     empty = build_sequences(frame.iloc[:0], max_gap_days=365)
     assert len(empty) == 0 and list(empty.columns) == ["user_idx", *SEQUENCE_COLUMNS]
 

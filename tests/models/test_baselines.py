@@ -144,6 +144,11 @@ def test_keep_top_neighbours_keeps_exactly_the_largest() -> None:
             assert set(np.flatnonzero(pruned[row]).tolist()) == top, (k, row)
             assert np.array_equal(pruned[row, list(top)], similarity[row, list(top)])
     assert keep_top_neighbours(similarity, 6) is similarity  # nothing to prune
+    wide = rng.random((20, 300))  # selection bugs show on rows this long
+    for k in (1, 7):
+        pruned = keep_top_neighbours(wide, k)
+        assert np.array_equal(np.sort(pruned, axis=1)[:, -k:], np.sort(wide, axis=1)[:, -k:])
+        assert ((pruned > 0).sum(axis=1) == k).all()
 
 
 def test_configs_refuse_impossible_values_and_keep_the_given_ones() -> None:

@@ -258,3 +258,14 @@ def test_scores_stay_on_the_device_of_the_model() -> None:
     assert model.score_all(batch).device.type == "meta"
     empty = Histories(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long))
     assert model.score_all(empty.to("meta")).device.type == "meta"
+
+
+def test_scoring_creates_no_tensor_on_the_default_device() -> None:
+    # with the default device set to meta, a tensor made without an explicit device lands
+    # on meta and fails against the CPU model
+    model = tiny_model().eval()
+    batch = as_histories([[1, 2, 3], [4]])
+    with torch.no_grad():
+        reference = model.score_all(batch)
+        with torch.device("meta"):
+            assert torch.allclose(model.score_all(batch), reference)
