@@ -80,6 +80,9 @@ test: $(STAMP) browser ## run the default test suite (skips slow tests; GPU test
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest
 
+mutate: $(STAMP) ## mutation score of the core modules (mutmut; a benchmark, ~1 h on 2 cores)
+	$(BIN)/python bench/mutate.py $(ARGS)
+
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -87,4 +90,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser test test-all lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser test test-all mutate lint clean

@@ -619,6 +619,7 @@ def test_a_headerless_users_file_is_refused_without_echoing_its_first_row(
 def test_no_output_of_a_rejected_batch_quotes_a_row(tmp_path, key_env, run_ingest, caplog):
     users = USERS_CSV.replace("1,24,M,technician,85711", "alice-7731,24,M,technician,85711")
     events = [e.replace("1,", "alice-7731,", 1) if e.startswith("1,") else e for e in EVENTS]
+    assert "alice-7731" in users and sum("alice-7731" in e for e in events) > 1, "edits missed"
     bad = ["alice-7731,4,great,881250960", "2,2,4,1e20", "3,Zebra Crossing,4,881250962"]
     write_source(tmp_path, events + bad, users=users)
     params = table_params(interactions="events.csv", items="items.csv", users="users.csv")

@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import stat
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pipelines import schema
 from pipelines.data.privacy import (
     KEY_ENV,
+    MIN_KEY_BYTES,
     PSEUDONYM_PATTERN,
+    UNKNOWN,
     PseudonymKeyError,
     age_band,
     age_bands,
     apply_privacy,
     band_labels,
+    key_exists,
     key_fingerprint,
+    key_source,
     load_or_create_key,
     looks_like_contact_data,
     pseudonymise,
     pseudonymise_id,
+    read_fingerprint,
     region,
+    regions,
     withhold_contact_data,
+    write_fingerprint,
 )
+from pipelines.features.profiles import encode_profiles, profile_vocabulary
 
 BANDS = (18, 25, 35, 45, 50, 56)
 KEY_A = b"a" * 32
@@ -224,3 +234,151 @@ def test_a_key_readable_by_others_warns_and_a_directory_is_refused(
 def test_fingerprints_tell_keys_apart_and_do_not_reveal_them() -> None:
     assert key_fingerprint(KEY_A) == key_fingerprint(KEY_A) != key_fingerprint(KEY_B)
     assert KEY_A.hex()[:16] not in key_fingerprint(KEY_A)
+
+
+def test_the_shortest_accepted_key_is_min_key_bytes(tmp_path, monkeypatch) -> None:
+    # exactly 16 bytes pass; one byte fewer is refused, with the count in the message
+    monkeypatch.setenv(KEY_ENV, "ab" * MIN_KEY_BYTES)
+    assert load_or_create_key(tmp_path / "k") == bytes.fromhex("ab" * MIN_KEY_BYTES)
+    monkeypatch.setenv(KEY_ENV, "ab" * (MIN_KEY_BYTES - 1))
+    with pytest.raises(PseudonymKeyError, match=f"holds {MIN_KEY_BYTES - 1} bytes"):
+        load_or_create_key(tmp_path / "k")
+    monkeypatch.delenv(KEY_ENV)
+    short = tmp_path / "short.key"
+    short.write_text("ab" * (MIN_KEY_BYTES - 1) + "\n")
+    with pytest.raises(PseudonymKeyError, match=f"at least {MIN_KEY_BYTES}"):
+        load_or_create_key(short)
+
+
+def test_users_without_a_zip_share_the_one_unknown_region() -> None:
+    # a missing, blank or "unknown" zip is one region, "unknown", which the models encode
+    # as code 0 like any unseen region: never a region of its own ("nan", "", "NON")
+    users = pd.DataFrame(
+        {
+            "user_id": [str(u) for u in range(6)],
+            "age": [30] * 6,
+            "gender": ["F"] * 6,
+            "occupation": ["writer"] * 6,
+            "zip": ["85711", None, np.nan, "", "   ", "Unknown"],
+        }
+    )
+    safe, _ = apply_privacy(users, users[["user_id"]], KEY_A, BANDS, 3)
+    assert safe[schema.REGION].tolist() == ["857", *[UNKNOWN] * 5]
+    assert regions(users["zip"]).tolist() == safe[schema.REGION].tolist()
+    vocabulary = profile_vocabulary(safe)
+    assert vocabulary[schema.REGION] == ["857"]
+    codes = encode_profiles(safe.assign(user_idx=range(6)), vocabulary)["region_code"]
+    assert codes.tolist() == [1, 0, 0, 0, 0, 0]
+
+
+def test_the_age_band_edges_are_inclusive_at_the_low_end() -> None:
+    # 0 and 130 are the extreme ages kept; just outside them is "unknown", not a band
+    assert age_band(0, BANDS) == "<18" and age_band(130, BANDS) == "56+"
+    assert age_band(-0.5, BANDS) == age_band(130.5, BANDS) == UNKNOWN
+    assert age_band(17.9, BANDS) == "<18" and age_band("18", BANDS) == "18-24"
+
+
+def test_pseudonymise_keeps_the_index_and_name_and_reads_ids_as_text() -> None:
+    ids = pd.Series(["7", None], index=[10, 11], name="user_id")
+    out = pseudonymise(ids, KEY_A)
+    assert out.index.tolist() == [10, 11] and out.name == "user_id" and out.dtype == object
+    # a plain list with a gap must not turn 7 into 7.0 (a float column) before hashing
+    assert pseudonymise([7, None], KEY_A).tolist() == [pseudonymise_id("7", KEY_A), None]
+
+
+def test_unreadable_ages_and_regions_become_unknown() -> None:
+    ages = pd.Series(["24", "x", None, 61])
+    assert age_bands(ages, BANDS).tolist() == ["18-24", UNKNOWN, UNKNOWN, "56+"]
+    assert region("85711") == "857"  # three characters unless told otherwise
+    assert region(float("nan")) == region(pd.NA) == UNKNOWN  # not "NAN"
+    assert region(85711) == "857"  # a zip code read as a number
+    assert region("Ä1234") == region("１２３45") == UNKNOWN  # letters or digits, but not ASCII
+    assert regions(pd.Series(["85711", "T8H1N", None]), 1).tolist() == ["8", "T", UNKNOWN]
+    users = pd.DataFrame(
+        {"user_id": ["1"], "age": [30], "gender": ["F"], "occupation": ["x"], "zip": ["85711"]}
+    )
+    safe, _ = apply_privacy(users, users[["user_id"]], KEY_A, BANDS, 2)
+    assert safe[schema.REGION].tolist() == ["85"]
+
+
+def test_withholding_renumbers_rows_and_skips_absent_columns() -> None:
+    users = pd.DataFrame(
+        {"user_id": ["1", "2"], "occupation": ["writer", "me@example.com"]}, index=[5, 9]
+    )
+    safe, found = withhold_contact_data(users)  # no gender column: occupation still checked
+    assert found == {"occupation": [1]}
+    assert list(safe.columns) == ["user_id", "occupation"] and safe.index.tolist() == [0, 1]
+    assert safe["occupation"].tolist() == ["writer", UNKNOWN]
+
+
+def test_key_errors_name_where_the_key_came_from(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "not-hex")
+    with pytest.raises(PseudonymKeyError, match=r"^\$RECOPS_PSEUDONYM_KEY is not a hex string$"):
+        load_or_create_key(tmp_path / "k")
+    monkeypatch.delenv(KEY_ENV)
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    short.chmod(0o600)
+    with pytest.raises(PseudonymKeyError, match=rf"^{re.escape(str(short))} holds 2 bytes"):
+        load_or_create_key(short)
+    binary = tmp_path / "binary.key"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(
+        PseudonymKeyError,
+        match=rf"^cannot read the key file {re.escape(str(binary))}: UnicodeDecodeError$",
+    ):
+        load_or_create_key(binary)
+
+
+def test_key_file_warnings_name_the_file_and_its_mode(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    private, shared = tmp_path / "private.key", tmp_path / "shared.key"
+    for path, mode in ((private, 0o600), (shared, 0o640)):
+        path.write_text("ab" * 32)
+        path.chmod(mode)
+    with caplog.at_level(logging.INFO, logger="pipelines.data.privacy"):
+        load_or_create_key(private)
+        assert not caplog.records  # a private key file is used silently
+        load_or_create_key(shared)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the key file {shared} can be read by group or others (mode 640); run: chmod 600 {shared}"
+    ]
+
+
+def test_a_new_key_gets_a_private_folder_at_any_depth(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    path = tmp_path / "deep" / ".secrets" / "pseudonym.key"
+    with caplog.at_level(logging.INFO, logger="pipelines.data.privacy"):
+        key = load_or_create_key(path)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.read_text() == key.hex() + "\n" and len(key) == 32
+    assert [r.getMessage() for r in caplog.records] == [
+        f"created a new pseudonymisation key in {path}"
+    ]
+
+
+def test_key_source_and_existence_follow_the_environment_first(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "k"
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert key_source(path) == str(path) and key_exists(path) is False
+    path.write_text("ab" * 32)
+    assert key_exists(path) is True
+    monkeypatch.setenv(KEY_ENV, "cd" * 32)
+    assert key_source(path) == "$RECOPS_PSEUDONYM_KEY"
+    assert key_exists(tmp_path / "missing") is True
+
+
+def test_fingerprint_is_a_mac_of_a_fixed_label_and_round_trips(tmp_path) -> None:
+    label = b"recops pseudonym key fingerprint v1"
+    assert key_fingerprint(KEY_A) == hmac.new(KEY_A, label, hashlib.sha256).hexdigest()[:16]
+    path = tmp_path / "deep" / ".secrets" / "data.key-fingerprint"
+    assert read_fingerprint(path) is None  # nothing recorded yet
+    write_fingerprint(path, KEY_A)
+    assert path.read_text() == key_fingerprint(KEY_A) + "\n"
+    assert read_fingerprint(path) == key_fingerprint(KEY_A)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging file left
+    write_fingerprint(path, KEY_B)  # replaces the record
+    assert read_fingerprint(path) == key_fingerprint(KEY_B)
+    path.write_text("\n")
+    assert read_fingerprint(path) is None  # an empty record is no record

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from pipelines.data.ids import id_sort_key
 from pipelines.data.split import (
     catalogue,
+    index_ids,
     k_core,
     leave_one_out,
     order_events,
@@ -79,3 +81,91 @@ def test_split_end_to_end(tiny_interactions, tiny_items, tiny_users) -> None:
         "valid": 3,
         "test": 3,
     }
+
+
+def test_leave_one_out_labels_keep_the_input_index() -> None:
+    ordered = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": list("pqrs")})
+    labels = leave_one_out(ordered.set_axis([10, 11, 12, 13]))
+    assert labels.name == "split"
+    assert labels.to_dict() == {10: "train", 11: "valid", 12: "test", 13: "test"}
+
+
+def test_item_ids_equal_as_numbers_keep_their_first_appearance_order() -> None:
+    # "7", "07" and "007" share a numeric key; a stable sort keeps them in the order seen,
+    # and an unstable one would shuffle runs this long
+    rng = np.random.default_rng(0)
+    ids = pd.Series([f"{'0' * zeros}{n}" for n in range(10) for zeros in range(5)])
+    ids = ids.iloc[rng.permutation(len(ids))].reset_index(drop=True)
+    table = index_ids(ids)
+    assert table["idx"].tolist() == list(range(50))
+    for n in range(10):
+        same = [value for value in table["id"] if int(value) == n]
+        assert same == [value for value in ids if int(value) == n]
+    assert [int(value) for value in table["id"]] == sorted(int(value) for value in ids)
+
+
+def test_users_are_indexed_in_text_order_of_their_ids() -> None:
+    # user ids are pseudonyms (text): "10" sorts before "9", unlike item ids
+    frame = pd.DataFrame(
+        {"user_id": ["9", "9", "10", "10"], "item_id": ["1", "2", "1", "2"], "timestamp": range(4)}
+    )
+    split = split_interactions(frame, min_count=1)
+    users = split.drop_duplicates("user_id").set_index("user_id")["user_idx"]
+    assert users.to_dict() == {"10": 0, "9": 1}
+
+
+def test_items_and_users_missing_from_their_tables_are_kept(tiny_interactions) -> None:
+    split = split_interactions(tiny_interactions, min_count=2)
+    items_without_9 = pd.DataFrame(
+        {"item_id": ["2", "3", "4", "5", "10"], "title": ["t"] * 5, "year": [1990] * 5}
+    ).assign(genres=[["Drama"]] * 5)
+    items = catalogue(split, items_without_9)
+    assert items["item_id"].tolist() == ["2", "3", "4", "5", "9", "10"]
+    assert items["title"].isna().tolist() == [False] * 4 + [True, False]
+    users = user_table(
+        split,
+        pd.DataFrame(
+            {
+                "user_id": ["1", "3"],
+                "age_band": ["18-24"] * 2,
+                "gender": ["F"] * 2,
+                "occupation": ["writer"] * 2,
+                "region": ["857"] * 2,
+            }
+        ),
+    )
+    assert list(users.columns) == [
+        "user_idx",
+        "user_id",
+        "age_band",
+        "gender",
+        "occupation",
+        "region",
+    ]
+    assert users["user_id"].tolist() == ["1", "2", "3"] and users["gender"].isna().sum() == 1
+
+
+def test_split_stats_count_an_absent_label_as_zero() -> None:
+    # users with one event have a test event only: no train, no valid
+    split = split_interactions(
+        pd.DataFrame({"user_id": ["a", "b"], "item_id": ["x", "x"], "timestamp": [1, 2]}), 1
+    )
+    stats = split_stats(split, 2)
+    assert (stats["train"], stats["valid"], stats["test"]) == (0, 0, 2)
+    empty = split_stats(split.iloc[:0], 0)
+    assert empty == dict.fromkeys(empty, 0)
+
+
+def test_order_events_keeps_the_columns_and_renumbers_rows(tiny_interactions) -> None:
+    shuffled = tiny_interactions.sample(frac=1.0, random_state=0)
+    for tie_break in ("source_order", "item_id"):
+        ordered = order_events(shuffled, tie_break)
+        assert list(ordered.columns) == list(tiny_interactions.columns), tie_break
+        assert ordered.index.tolist() == list(range(len(shuffled))), tie_break
+
+
+def test_split_interactions_passes_the_tie_break_on(tiny_interactions) -> None:
+    # user "1" logged "10" before "9" in the same second: the id order makes "10" the test
+    split = split_interactions(tiny_interactions, min_count=2, tie_break="item_id")
+    user1 = split[split["user_id"] == "1"]
+    assert user1[user1["split"] == "test"]["item_id"].item() == "10"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+import logging
+import os
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipelines import schema
 from pipelines.data import contract
@@ -18,7 +23,7 @@ from pipelines.data.contract import (
     user_rules,
 )
 from pipelines.data.privacy import pseudonymise_id
-from pipelines.data.validate import expectation_for, validate_tables
+from pipelines.data.validate import Finding, ValidationReport, expectation_for, validate_tables
 
 KEY = b"k" * 32
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,6 +108,10 @@ def test_every_expectation_carries_its_reason() -> None:
         assert expectation.meta["reason"] == rule.reason != ""
         assert expectation.notes == rule.reason
         assert expectation.meta["check"] == rule.check
+        assert (expectation.meta["table"], expectation.meta["problem"]) == (
+            rule.table,
+            rule.problem,
+        )
     checks = [r.check for r in rules] + [r.check for r in VALUE_RULES.values()]
     assert len(set(checks)) == len(checks), "checks must be told apart in results"
 
@@ -280,3 +289,263 @@ def test_validating_100k_rows_takes_seconds() -> None:
     report = check(big, items, users)
     assert report.success, report.messages()
     assert report.seconds < 30
+
+
+def test_year_and_item_id_limits_are_exact() -> None:
+    # years from 1800 to next year pass, one beyond either end does not; an item id of
+    # 64 characters passes, 65 (or none at all) does not
+    interactions, items, users = clean_tables()
+    extra = pd.DataFrame(
+        {
+            schema.ITEM_ID: ["a" * 64, "b" * 65, "", "old", "older", "soon", "later"],
+            schema.TITLE: ["Edge"] * 7,
+            schema.YEAR: pd.array(
+                [1995, 1995, 1995, 1800, 1799, NOW.year + 1, NOW.year + 2], dtype="Int64"
+            ),
+            schema.GENRES: [[]] * 7,
+        }
+    )
+    report = check(interactions, pd.concat([items, extra], ignore_index=True), users)
+    assert failure(report, "items", schema.ITEM_ID, "1–64").rows == (5, 6)
+    found = failure(report, "items", schema.YEAR, "year before 1800 or after 2027")
+    assert found.rows == (8, 10)
+    assert report.rejected_rows("items").tolist() == [5, 6, 8, 10]
+
+
+def test_one_unreadable_cell_is_reported_in_the_singular() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[1, schema.TIMESTAMP] = pd.NA
+    report = check_with(interactions, items, users, {"interactions": {"timestamp": [1]}})
+    (found,) = [f for f in report.findings if f.expectation == "ValuesAreFiniteNumbers"]
+    assert found.message == (
+        "1 interaction has a timestamp that is neither Unix seconds nor an ISO date-time in "
+        "range (sequence models and the leave-one-out split need a real point in time)"
+    )
+    assert found.row_reason == (
+        "has a timestamp that is neither Unix seconds nor an ISO date-time in range "
+        "(sequence models and the leave-one-out split need a real point in time)"
+    )
+
+
+def check_with(interactions, items, users, problems):
+    return validate_tables(interactions, items, users, now=NOW, problems=problems)
+
+
+def test_the_report_as_json() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[[0, 4], schema.RATING] = [0.0, 6.5]
+    report = check(interactions, items, users)
+    as_json = dataclasses.replace(report, seconds=1.23456).to_dict()
+    assert as_json["success"] is False and as_json["seconds"] == 1.235
+    assert as_json["counts"]["interactions"] == {"input": 8, "accepted": 6, "rejected": 2}
+    assert as_json["failures"] == [
+        {
+            "table": "interactions",
+            "expectation": "ExpectColumnValuesToBeBetween",
+            "column": "rating",
+            "message": "2 interactions have a rating outside 1–5 (ratings are stars on a 1–5 "
+            "scale)",
+            "reason": "ratings are stars on a 1–5 scale",
+            "rejected_rows": 2,
+            "sample_rows": [0, 4],
+        }
+    ]
+    assert as_json["checks"] == list(report.checks) and len(as_json["checks"]) > 30
+    rating = [c for c in as_json["checks"] if c["column"] == "rating" and not c["success"]]
+    assert rating == [
+        {
+            "table": "interactions",
+            "expectation": "ExpectColumnValuesToBeBetween",
+            "column": "rating",
+            "success": False,
+            "reason": "ratings are stars on a 1–5 scale",
+        }
+    ]
+
+
+def test_a_finding_lists_at_most_twenty_sample_rows() -> None:
+    finding = Finding("items", "Kind", "year", "message", "row", "reason", tuple(range(25)))
+    assert finding.to_dict()["rejected_rows"] == 25
+    assert finding.to_dict()["sample_rows"] == list(range(20))
+
+
+def test_an_empty_report_rejects_nothing() -> None:
+    report = ValidationReport(row_counts={"items": 2}, checks=(), findings=(), seconds=0.0)
+    assert report.success and report.messages() == []
+    assert (
+        report.rejected_rows("items").dtype == np.int64 and report.rejected_rows("items").size == 0
+    )
+    assert report.row_reasons("items").tolist() == ["", ""]
+    assert report.counts() == {"items": {"input": 2, "accepted": 2, "rejected": 0}}
+    clean = check(*clean_tables())
+    assert clean.rejected_rows("users").dtype == np.int64
+
+
+def test_a_check_that_cannot_run_names_the_error_kind_not_the_cells() -> None:
+    interactions, items, users = clean_tables()
+    items[schema.YEAR] = ["1995", "secret-7731", None, "1995"]  # text: the range check breaks
+    report = check(interactions, items, users)
+    found = failure(report, "items", schema.YEAR, "could not check")
+    error = "great_expectations.exceptions.exceptions.MetricResolutionError"
+    assert found.message == (
+        f"could not check whether items have a year before 1800 or after 2027: "
+        f"the check raised {error}"
+    )
+    assert found.row_reason == f"its table could not be checked (the check raised {error})"
+    assert found.rows == (0, 1, 2, 3)
+    assert "secret-7731" not in " ".join(report.messages())
+    typed = failure(report, "items", schema.YEAR, "not integer")
+    assert typed.message == (
+        "the items table has a year column that is not integer "
+        "(years feed features and item text as whole numbers)"
+    )
+    assert typed.row_reason == (
+        "its table has a year column that is not integer "
+        "(years feed features and item text as whole numbers)"
+    )
+
+
+def test_the_context_is_quiet_and_keeps_nothing() -> None:
+    from pipelines.data.validate import _context
+
+    context = _context()
+    assert type(context).__name__ == "EphemeralDataContext"
+    assert context.variables.analytics_enabled is False
+    assert context.variables.progress_bars.globally is False
+
+
+def test_singular_forms_of_the_problems() -> None:
+    from pipelines.data.validate import _singular
+
+    assert _singular("have no title") == "has no title"
+    assert _singular("repeat an earlier event") == "repeats an earlier event"
+    assert _singular("refer to a user") == "refers to a user"
+    assert _singular("are late") == "is late"
+    assert _singular("does not match") == "does not match"  # a verb it does not know: kept
+
+
+def test_the_error_kind_is_read_from_the_last_traceback_line() -> None:
+    from types import SimpleNamespace
+
+    from pipelines.data.validate import _exception_message
+
+    def result(info):
+        return SimpleNamespace(exception_info=info)
+
+    trace = "Traceback (most recent call last):\n  ...\nValueError: cell 'secret' is bad"
+    flat = {"raised_exception": True, "exception_traceback": trace}
+    assert _exception_message(result(flat)) == "the check raised ValueError"
+    nested = {"metric": {"raised_exception": False}, "other": flat}  # GX: one per metric
+    assert _exception_message(result(nested)) == "the check raised ValueError"
+    for unreadable in ("", "  \n  ", "Traceback:\n  weird line (no kind)"):
+        entry = {"raised_exception": True, "exception_traceback": unreadable}
+        assert _exception_message(result(entry)) == "the check raised an error"
+    assert _exception_message(result({"raised_exception": False})) is None
+    assert _exception_message(result(None)) is None
+    assert _exception_message(result({"m": {"raised_exception": False}})) is None
+
+
+def test_a_row_with_several_problems_lists_every_reason() -> None:
+    interactions, items, users = clean_tables()
+    interactions.loc[0, schema.RATING] = 0.0
+    interactions.loc[0, schema.TIMESTAMP] = EARLIEST_TIMESTAMP - 1
+    report = check_with(interactions, items, users, {"interactions": {"timestamp": [3, 5]}})
+    assert report.row_reasons("interactions")[0] == (
+        "has a rating outside 1–5 (ratings are stars on a 1–5 scale); "
+        "has a timestamp before 1990-01-01 (recommender logs do not predate the web; "
+        "earlier values are unit or parsing errors)"
+    )
+    (cells,) = [f for f in report.findings if f.expectation == "ValuesAreFiniteNumbers"]
+    assert cells.message.startswith("2 interactions have a timestamp that is neither")
+    assert cells.reason == "sequence models and the leave-one-out split need a real point in time"
+    assert cells.rows == (3, 5)
+    assert report.row_reasons("interactions")[3] == f"has {cells.message.split(' have ', 1)[1]}"
+
+
+def test_a_row_rule_without_row_numbers_rejects_every_row() -> None:
+    # GX reports no row numbers for a column of the wrong type: every row goes
+    interactions, items, users = clean_tables()
+    items[schema.TITLE] = [5, 6, 7, 8]
+    found = failure(check(interactions, items, users), "items", schema.TITLE, "not text")
+    reason = "(titles are shown to people and embedded by the text encoder)"
+    assert found.message == f"all 4 items have a title that is not text {reason}"
+    assert found.row_reason == f"has a title that is not text {reason}"
+    assert found.rows == (0, 1, 2, 3)
+    one = items.iloc[:1]
+    alone = failure(check(interactions.iloc[:1], one, users), "items", schema.TITLE, "not text")
+    assert alone.message.endswith(f" has a title that is not text {reason}")  # one row: singular
+
+
+def test_a_cell_problem_without_a_rule_is_a_programming_error() -> None:
+    interactions, items, users = clean_tables()
+    with pytest.raises(ValueError, match=r"^no value rule for users\.zip in the contract$"):
+        check_with(interactions, items, users, {"users": {"zip": [0]}})
+
+
+def test_the_report_keeps_every_check_and_its_timing(caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="pipelines.data.validate"):
+        report = check(*clean_tables())
+    kinds = [c["expectation"] for c in report.checks]
+    # the cell checks of all three tables come first, then every expectation
+    assert (
+        kinds.count("ValuesAreFiniteNumbers") == 4 and kinds.count("ValuesAreNotContactData") == 2
+    )
+    assert {c["table"] for c in report.checks[:6]} == {"interactions", "items", "users"}
+    assert 0 < report.seconds < 120
+    (record,) = [r for r in caplog.records if r.name == "pipelines.data.validate"]
+    assert re.fullmatch(
+        r"validated \{'interactions': 8, 'items': 4, 'users': 3\} with "
+        rf"{len(report.checks)} expectations in \d+\.\ds: 0 failed",
+        record.getMessage(),
+    )
+
+
+def test_defaults_are_three_character_regions_and_today() -> None:
+    interactions, items, users = clean_tables()
+    users.loc[0, schema.REGION] = "8571"
+    report = validate_tables(interactions, items, users)  # region_digits and now: defaults
+    assert failure(report, "users", schema.REGION, "region").rows == (0,)
+
+
+def test_an_items_table_without_ids_rejects_every_event() -> None:
+    interactions, items, users = clean_tables()
+    report = check(interactions, items.drop(columns=[schema.ITEM_ID]), users)
+    assert report.counts()["items"]["accepted"] == 0
+    assert report.counts()["interactions"]["accepted"] == 0
+    assert failure(report, "interactions", schema.ITEM_ID, "refer to an item").rows == tuple(
+        range(8)
+    )
+
+
+def test_great_expectations_is_told_to_keep_quiet(monkeypatch) -> None:
+    from pipelines.data.validate import _gx
+
+    monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    gx_log, root = logging.getLogger("great_expectations"), logging.getLogger()
+    monkeypatch.setattr(gx_log, "level", logging.NOTSET)
+    monkeypatch.setattr(root, "level", logging.INFO)
+    _gx()
+    assert os.environ["GX_ANALYTICS_ENABLED"] == "false"  # no analytics calls
+    assert gx_log.level == logging.WARNING  # its import chatter is not logged
+    assert root.level == logging.INFO  # and nothing else is silenced
+
+
+def test_next_year_is_counted_in_utc(monkeypatch) -> None:
+    # 23:00 UTC on New Year's Eve is already next year east of UTC: the default "now"
+    # must be UTC, so a release year two years ahead is still refused
+    from pipelines.data import validate
+
+    instant = datetime(2026, 12, 31, 23, 0, tzinfo=UTC)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            if tz is None:  # a naive local clock fourteen hours ahead of UTC
+                return (instant + timedelta(hours=14)).replace(tzinfo=None)
+            return instant.astimezone(tz)
+
+    monkeypatch.setattr(validate, "datetime", Frozen)
+    interactions, items, users = clean_tables()
+    items[schema.YEAR] = pd.array([1995, 2027, 2028, 1995], dtype="Int64")
+    report = validate_tables(interactions, items, users)
+    assert failure(report, "items", schema.YEAR, "after 2027").rows == (2,)

@@ -211,6 +211,23 @@ def test_cross_fitted_warm_never_trains_on_the_scored_users_cold_events() -> Non
     assert {fit.train.matrix[:, COLD].nonzero()[1][0] for fit in fold_fits} == {0, 1}
 
 
+def items_in(inputs: FitInputs) -> set[int]:
+    """Every item a fit callback could learn from: matrix, sequences, early-stopping data."""
+    train, valid = inputs.train, inputs.valid
+    seen = set(train.matrix.nonzero()[1].tolist())
+    for histories in (train.histories, valid.histories):
+        seen |= set(histories.items[histories.items != PAD].tolist())
+    return seen | set(valid.targets.tolist())
+
+
+def test_no_cold_item_reaches_any_input_of_the_cold_model() -> None:
+    spy = Spy([0.0] * N_ITEMS)
+    new_items_protocol(sequences_of(ROWS), SideInfo(N_ITEMS), spy, COLD, max_gap_days=365)
+    cold_model, warm_ceiling = spy.seen
+    assert items_in(cold_model) and not items_in(cold_model) & set(COLD.tolist())
+    assert items_in(warm_ceiling) >= set(COLD.tolist())  # the guard can see a cold item
+
+
 def test_new_items_protocol_ties_fall_back_to_item_index() -> None:
     # a model that cannot score unseen items gives them all the same score
     rows = [[0, 3, 1, 5], [1, 2, 0, 4], [6, 0, 5, 1]]
@@ -279,6 +296,19 @@ def test_new_users_never_train_and_get_known_answers() -> None:
     assert result["shots"]["1"]["random_ndcg@10"] == pytest.approx(random_ndcg_one_target(9, 10))
     # full history: target 7, and the only items above it (8, 9) are in the history
     assert result["full_history"] == {"users": 2, "ndcg@10": 1.0}
+
+
+def test_no_event_of_a_new_user_reaches_any_training_input() -> None:
+    # user u's marker item 10 + u appears in no other sequence, not even as a target
+    rows = [[10 + u, 8, 9, 6, 7, 0, 1] for u in range(6)]
+    spy = Spy([0.0] * 16)
+    new_users = np.array([1, 4])
+    new_users_protocol(sequences_of(rows), SideInfo(16), spy, new_users, shots=(0, 1))
+    held_out_fit, full_fit = spy.seen
+    markers = {10 + int(u) for u in new_users}
+    assert len(held_out_fit.valid.targets) == held_out_fit.train.matrix.shape[0] == 4
+    assert items_in(held_out_fit) >= {10, 12, 13, 15} and not items_in(held_out_fit) & markers
+    assert items_in(full_fit) >= markers
 
 
 def test_popularity_baseline_learns_from_training_users_only() -> None:

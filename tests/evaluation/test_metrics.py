@@ -11,6 +11,7 @@ import torch
 from pipelines.evaluation.metrics import (
     auc,
     auc_from_ranks,
+    candidate_metrics,
     catalogue_coverage,
     dcg_at_k,
     f1_at_k,
@@ -24,6 +25,8 @@ from pipelines.evaluation.metrics import (
     ndcg_from_ranks,
     precision_at_k,
     precision_from_ranks,
+    random_candidate_metrics,
+    random_ndcg_one_target,
     recall_at_k,
     target_ranks,
 )
@@ -140,3 +143,65 @@ def test_reference_metrics_are_bounded() -> None:
         for metric in (ndcg_at_k, hit_rate_at_k, recall_at_k, mrr_at_k, precision_at_k, f1_at_k):
             assert 0.0 <= metric(ranked, relevant, 10) <= 1.0
         assert 0.0 <= auc(ranked, relevant) <= 1.0
+
+
+def test_k_below_one_is_refused_and_k_one_is_not() -> None:
+    assert precision_at_k([3, 1], {3}, 1) == 1.0 and precision_at_k([3, 1], {1}, 1) == 0.0
+    with pytest.raises(ValueError, match=r"^k must be at least 1$"):
+        precision_at_k([3, 1], {3}, 0)
+    assert catalogue_coverage(torch.tensor([[0]]), 1) == 1.0  # a one-item catalogue
+    with pytest.raises(ValueError, match=r"^n_items must be positive$"):
+        catalogue_coverage(torch.tensor([[0]]), -1)
+
+
+def test_auc_with_a_single_pair_or_none() -> None:
+    assert auc([1, 2], {1}) == 1.0 and auc([2, 1], {1}) == 0.0  # exactly one negative
+    assert auc([1], {1}) == 0.5  # no negative: no pair
+    # one target among n candidates: n = 1 has no pair, n = 2 exactly one
+    ranks, n_candidates = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 2, 3])
+    assert auc_from_ranks(ranks, n_candidates).tolist() == [0.5, 1.0, 0.0, 0.5]
+
+
+def test_ranks_stay_on_the_scores_device() -> None:
+    # the meta device checks device placement without a GPU: a CPU tensor mixed in fails
+    scores, targets = torch.randn(2, 5).to("meta"), torch.tensor([1, 2]).to("meta")
+    assert target_ranks(scores, targets).device.type == "meta"
+
+
+def test_top_lists_keep_item_order_among_many_ties() -> None:
+    # an unstable sort reorders large runs of equal scores; ties must go to the lower index
+    n = 300
+    scores = torch.zeros(2, n)
+    scores[1, 7] = 1.0
+    relevant = torch.zeros(2, n, dtype=torch.bool)
+    relevant[:, [5, 250]] = True
+    recall, ndcg = candidate_metrics(scores, relevant, k=10)
+    assert recall.tolist() == [0.5, 0.5]  # item 5 is in both top 10s, item 250 in neither
+    ideal = 1 + 1 / math.log2(3)
+    assert ndcg.tolist() == pytest.approx([(1 / math.log2(7)) / ideal, (1 / math.log2(8)) / ideal])
+
+
+def test_candidate_metrics_refuse_misaligned_inputs() -> None:
+    with pytest.raises(ValueError, match=r"^scores \(1, 3\) and relevant \(1, 2\) differ$"):
+        candidate_metrics(torch.zeros(1, 3), torch.zeros(1, 2, dtype=torch.bool), 2)
+
+
+def test_set_metrics_are_computed_in_double_precision() -> None:
+    # float32 discounts would be off by about 1e-8: compare to within 1e-12
+    scores = torch.tensor([[0.3, 0.9, 0.1, 0.5]])
+    relevant = torch.tensor([[True, False, True, False]])
+    recall, ndcg = candidate_metrics(scores, relevant, 3)
+    # order 1, 3, 0: relevant item 0 at position 3 of 3, item 2 not in the top 3
+    assert recall.dtype == ndcg.dtype == torch.float64
+    assert ndcg.item() == pytest.approx((1 / math.log2(4)) / (1 + 1 / math.log2(3)), rel=1e-12)
+    assert random_ndcg_one_target(4, 2) == pytest.approx((1 + 1 / math.log2(3)) / 4, rel=1e-12)
+    exact = random_candidate_metrics(torch.tensor([1]), 3, 2)
+    assert exact["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3, rel=1e-12)
+
+
+def test_random_expectations_count_users_with_nothing_relevant_as_zero() -> None:
+    # of 4 candidates, user 0 has 2 relevant, user 1 none: the means halve
+    exact = random_candidate_metrics(torch.tensor([2, 0]), 4, 2)
+    assert exact["recall@2"] == pytest.approx((2 / 4) / 2)
+    assert exact["ndcg@2"] == pytest.approx((2 / 4) / 2)  # E[DCG] = 2/4 · ideal DCG of 2
+    assert random_ndcg_one_target(0, 10) == 0.0

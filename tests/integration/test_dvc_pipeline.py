@@ -135,6 +135,40 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
         assert origin.endswith(f"artifacts/tune/fitted/{name}"), (name, origin)
 
 
+def test_tune_writes_its_outputs_and_train_uses_the_best_trial(
+    built: tuple[Path, str],
+) -> None:
+    # README: tune writes best.json, history.csv, <model>_history.html and <model>.db, and
+    # train re-fits each tuned model with its best trial's values
+    import optuna
+
+    repo = built[0]
+    tune = repo / "artifacts" / "tune"
+    params = load_params(repo / "params.yaml")
+    tuned = {name for name, budget in params.tune.trials.items() if budget > 0}
+    best = json.loads((tune / "best.json").read_text())
+    assert set(best) == tuned and "ease" not in tuned  # the fixture left EASE untuned
+    history = pd.read_csv(tune / "history.csv")
+    for name in tuned:
+        entry = best[name]
+        assert entry["trials"] == params.tune.trials[name]
+        rows = history[history["model"] == name]
+        assert len(rows) == entry["trials"] - entry["pruned"] - entry["failed"]
+        assert rows["value"].max() == pytest.approx(entry["value"])
+        assert rows["best"].is_monotonic_increasing
+        assert "plotly" in (tune / f"{name}_history.html").read_text()
+        study = optuna.load_study(study_name=None, storage=f"sqlite:///{tune / f'{name}.db'}")
+        assert study.best_trial.number == entry["trial"]
+        assert study.best_value == pytest.approx(entry["value"])
+        record = json.loads((repo / f"artifacts/models/{name}/training.json").read_text())
+        used, sources = record["config"], record["config"]["sources"]
+        assert entry["model"], name
+        for part, prefix in (("model", ""), ("trainer", "trainer.")):
+            for key, value in entry[part].items():
+                assert sources[prefix + key] == f"tune trial {entry['trial']}", (name, key)
+                assert used[part][key] == pytest.approx(value), (name, key)
+
+
 def test_second_repro_does_nothing(repo: Path) -> None:
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert ran_stages(output) == set()

@@ -25,10 +25,11 @@ from pipelines.config import Params
 from pipelines.data.ingest import ingest
 from pipelines.data.sources import SourceError, read_movielens
 from pipelines.evaluation.ranking import evaluate_model
-from pipelines.features.batch import Histories
+from pipelines.features.batch import PAD, Histories
+from pipelines.features.dataset import SideInfo, train_data, validation
 from pipelines.features.sequences import histories_for, targets_for
 from pipelines.models.base import Recommender
-from pipelines.schema import TEST
+from pipelines.schema import TEST, VALID
 from pipelines.stages import evaluate, features, split, train
 
 pytestmark = pytest.mark.integration
@@ -226,3 +227,63 @@ def test_no_raw_user_id_or_zip_anywhere(workspace: Path, source_order_metrics: d
         frame = pd.read_parquet(path)
         if "user_id" in frame.columns:
             assert frame["user_id"].str.fullmatch(r"u_[0-9a-f]{16}").all(), path
+
+
+def test_no_target_reaches_training_on_the_real_data(workspace: Path) -> None:
+    # the leak guards of tests/training/test_leaks.py on planted data, here on ML-100K:
+    # each user's validation and test items are absent from that user's training matrix
+    # row and training sequence, and the early-stopping histories stop before them
+    art = workspace / "source_order"
+    sequences = pd.read_parquet(art / "features" / "sequences.parquet")
+    side = SideInfo(len(pd.read_parquet(art / "split" / "items.parquet")))
+    train, valid = train_data(sequences, side), validation(sequences, side)
+    targets = {part: targets_for(sequences, part).numpy() for part in (VALID, TEST)}
+    users = np.arange(len(sequences))
+    assert train.matrix.shape[0] == len(users) == 943  # every user trains (5-core)
+    matrix = train.matrix.toarray()
+    assert matrix[users, targets[VALID]].sum() == matrix[users, targets[TEST]].sum() == 0
+    assert matrix.sum() == sequences["n_train"].sum()  # ML-100K: one event per user and item
+    for histories in (train.histories, valid.histories):
+        items = histories.items.numpy()
+        for part in (VALID, TEST):
+            assert not (items == targets[part][:, None]).any(), part
+    assert np.array_equal(valid.targets.numpy(), targets[VALID])
+    # the training part ends exactly where the validation history does
+    lengths = (valid.histories.items != PAD).sum(dim=1).numpy()
+    assert np.array_equal(lengths, sequences["n_train"].to_numpy())
+
+
+def test_evaluate_writes_beyond_accuracy_and_fairness_on_the_real_data(
+    workspace: Path, source_order_metrics: dict
+) -> None:
+    eval_dir = workspace / "source_order" / "eval"
+    for model, splits in source_order_metrics.items():
+        for part in (VALID, TEST):
+            values = splits[part]
+            assert values["users"] == 943, (model, part)
+            for name in ("coverage@10", "precision@10", "recall@10", "f1@10", "auc"):
+                assert 0.0 < values[name] <= 1.0, (model, part, name)
+            assert values["novelty@10"] > 0 and values["arp@10"] > 0, (model, part)
+            assert values["precision@10"] == pytest.approx(values["hr@10"] / 10)
+    popularity, ease = source_order_metrics["popularity"][TEST], source_order_metrics["ease"][TEST]
+    # the most-popular list is the least diverse, least novel and most popular one
+    assert popularity["coverage@10"] < ease["coverage@10"]
+    assert popularity["novelty@10"] < ease["novelty@10"]
+    assert popularity["arp@10"] > ease["arp@10"]
+    fairness = json.loads((eval_dir / "fairness.json").read_text())
+    assert set(fairness) == set(source_order_metrics)
+    for model, attributes in fairness.items():
+        assert set(attributes) == {"gender", "age_band"}
+        for attribute, block in attributes.items():
+            segments = block["segments"]
+            users = sum(row["users"] for row in segments.values())
+            assert users == 943, (model, attribute)
+            # segment means weighted by their users give back the overall test NDCG@10
+            mean = sum(row["users"] * row["ndcg@10"] for row in segments.values()) / users
+            assert mean == pytest.approx(source_order_metrics[model][TEST]["ndcg@10"])
+            ratio = max(r["ndcg@10"] for r in segments.values()) / min(
+                r["ndcg@10"] for r in segments.values()
+            )
+            assert block["max_min_ratio"] == pytest.approx(ratio)
+        assert set(attributes["gender"]["segments"]) == {"F", "M"}
+    assert "fairness" in (eval_dir / "leaderboard.md").read_text()

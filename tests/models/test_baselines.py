@@ -9,8 +9,8 @@ import torch
 
 from pipelines.models import MODELS, Histories, TrainData, build_model, load_model
 from pipelines.models.base import PAD
-from pipelines.models.ease import ease_weights
-from pipelines.models.itemknn import cosine_similarity, keep_top_neighbours
+from pipelines.models.ease import EASEConfig, ease_weights
+from pipelines.models.itemknn import ItemKNNConfig, cosine_similarity, keep_top_neighbours
 
 # 4 users × 4 items: items 0 and 1 always together, item 3 with item 2 once
 MATRIX = sp.csr_matrix(
@@ -54,6 +54,23 @@ def test_itemknn_cosine_known_values() -> None:
     assert similarity[0, 3] == 0.0 and np.all(np.diag(similarity) == 0)
     pruned = keep_top_neighbours(similarity, 1)
     assert (pruned > 0).sum(axis=1).max() == 1
+
+
+def test_itemknn_shrinkage_known_values() -> None:
+    # items 0 and 1 share 3 users (norms √3 · √3 = 3), items 2 and 3 one user (√2 · √1):
+    # shrink s damps the cosine co / (‖a‖‖b‖ + s), the rarely co-rated pair far more
+    similarity = cosine_similarity(MATRIX, shrink=1.0)
+    assert similarity[0, 1] == pytest.approx(3 / 4)
+    assert similarity[2, 3] == pytest.approx(1 / (np.sqrt(2) + 1))
+    assert similarity[1, 2] == pytest.approx(1 / (np.sqrt(3) * np.sqrt(2) + 1))
+    assert np.allclose(similarity, similarity.T) and np.all(np.diag(similarity) == 0)
+    model = build_model("itemknn", 4, {"shrink": 1.0, "neighbours": 1})
+    model.fit(train_data())
+    # one neighbour each: item 2's is item 3 (0.414 beats 0.290), item 0's is item 1
+    assert model.score_all(one_history([2]))[0].tolist() == pytest.approx([0, 0, 0, 0.41421356])
+    assert model.score_all(one_history([0, 2]))[0].tolist() == pytest.approx(
+        [0, 0.75, 0, 0.41421356]
+    )
 
 
 def test_ease_has_zero_diagonal_and_learns_co_occurrence() -> None:
@@ -115,3 +132,43 @@ def test_every_closed_form_model_round_trips_through_disk(name: str, tmp_path) -
         restored.score(history, torch.tensor([[3, 1]])),
         restored.score_all(history)[:, [3, 1]],
     )
+
+
+def test_keep_top_neighbours_keeps_exactly_the_largest() -> None:
+    rng = np.random.default_rng(0)
+    similarity = rng.random((6, 6))
+    for k in range(1, 6):
+        pruned = keep_top_neighbours(similarity, k)
+        for row in range(6):
+            top = set(np.argsort(-similarity[row])[:k].tolist())
+            assert set(np.flatnonzero(pruned[row]).tolist()) == top, (k, row)
+            assert np.array_equal(pruned[row, list(top)], similarity[row, list(top)])
+    assert keep_top_neighbours(similarity, 6) is similarity  # nothing to prune
+    wide = rng.random((20, 300))  # selection bugs show on rows this long
+    for k in (1, 7):
+        pruned = keep_top_neighbours(wide, k)
+        assert np.array_equal(np.sort(pruned, axis=1)[:, -k:], np.sort(wide, axis=1)[:, -k:])
+        assert ((pruned > 0).sum(axis=1) == k).all()
+
+
+def test_configs_refuse_impossible_values_and_keep_the_given_ones() -> None:
+    with pytest.raises(ValueError, match=r"^l2 must be positive, got 0$"):
+        EASEConfig(l2=0)
+    message = r"^neighbours must be at least 1 and shrink not negative$"
+    for bad in ({"neighbours": 0}, {"shrink": -1.0}):
+        with pytest.raises(ValueError, match=message):
+            ItemKNNConfig(**bad)
+    assert ItemKNNConfig(neighbours=1, shrink=0.0).shrink == 0.0  # no shrinkage is allowed
+    ease = build_model("ease", 4, {"l2": 0.5})
+    knn = build_model("itemknn", 4, {"neighbours": 2, "shrink": 0.5})
+    assert (ease.l2, knn.neighbours, knn.shrink) == (0.5, 2, 0.5)
+    with pytest.raises(ValueError, match="unknown key"):
+        build_model("popularity", 4, {"neighbours": 2})  # popularity has no settings
+
+
+def test_popularity_counts_stay_float32_whatever_the_matrix_type() -> None:
+    model = build_model("popularity", 4)
+    data = train_data()
+    model.fit(TrainData(MATRIX.astype(np.float64), data.histories, n_items=4))
+    assert model.counts.dtype == torch.float32
+    assert model.counts.tolist() == [3.0, 3.0, 2.0, 1.0]

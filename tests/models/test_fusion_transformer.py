@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,9 @@ from pipelines.models.fusion_transformer import (
     day_of_week,
     gap_buckets,
     hour_of_day,
+    keep_newest,
     log_buckets,
+    pair_buckets,
 )
 
 PROFILE_SIZES = [4, 3, 8, 5]  # age band, gender, occupation, region; 0 = unknown
@@ -186,6 +190,8 @@ def test_unknown_or_missing_profile_codes_are_served() -> None:
     assert torch.allclose(
         model.score_all(history([1, 2], [0, 99, -5, 0])), model.score_all(unknown)
     )
+    # a code equal to the table size is one past its end: unknown too
+    assert torch.allclose(model.score_all(history([1, 2], PROFILE_SIZES)), model.score_all(unknown))
     assert torch.allclose(model.score_all(history([1, 2])), model.score_all(unknown))
 
 
@@ -208,10 +214,18 @@ def test_cold_items_are_scored_from_their_text() -> None:
 
 
 def test_id_dropout_only_in_training() -> None:
-    model = fitted(40, [list(range(40))], id_dropout=0.5)
-    assert not torch.equal(model.items(), model.items())  # a fresh id mask each step
+    # the adaptor's own dropout is off, so only the id mask can make two calls differ
+    model = fitted(400, [list(range(400))], id_dropout=0.5, adaptor_dropout=0.0)
+    first, second = model.items(), model.items()
+    assert not torch.equal(first, second)  # a fresh id mask each step
+    text = model.items.adaptor(model.items.text())
+    dropped = (first - text).abs().sum(dim=1) == 0  # items whose id embedding was zeroed
+    assert 0.4 < dropped.float().mean().item() < 0.6  # about id_dropout of them
     model.eval()
     assert torch.equal(model.items(), model.items())
+    # without text there is nothing to stand in for a dropped id: no id dropout
+    blind = fitted(40, [list(range(40))], id_dropout=0.5, use_text=False)
+    assert torch.equal(blind.items(), blind.items()) and blind.items().abs().sum() > 0
 
 
 # -- ablations ---------------------------------------------------------------------------
@@ -431,7 +445,323 @@ def test_there_is_no_user_id_embedding() -> None:
     model = trained_with()
     names = [name for name, _ in [*model.named_parameters(), *model.named_buffers()]]
     assert not [name for name in names if "user" in name]
-    tables = [m.num_embeddings for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     # every table is sized by items, time buckets, hours, weekdays, positions or profile codes
-    allowed = {N_SWITCH_ITEMS, 33, 24, 7, SMALL["max_len"] + 1, *PROFILE_SIZES}
-    assert set(tables) <= allowed
+    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)]
+    sizes = {name: table.num_embeddings for name, table in tables}
+    assert sizes == {
+        "items.ids": N_SWITCH_ITEMS,
+        **{f"profile.{field}": size for field, size in enumerate(PROFILE_SIZES)},
+        "position": SMALL["max_len"] + 1,
+        "gap": 33,
+        "hour": 24,
+        "weekday": 7,
+        "time_bias": 33,
+    }
+
+
+WEEK = 7 * 86_400
+
+
+def moved(batch: Histories, seconds: int = 0, weeks_apart: int = 0) -> Histories:
+    """The same events ``seconds`` later, each gap ``weeks_apart`` weeks longer."""
+    real = batch.items != PAD
+    order = real.long().cumsum(dim=1)  # 1, 2, ... over the real events
+    stamps = batch.timestamps + seconds + order * weeks_apart * WEEK
+    return Histories(batch.items, torch.where(real, stamps, 0), batch.profiles)
+
+
+def test_each_time_encoding_enters_the_input() -> None:
+    # hour of day, day of week, the gap embedding and the time bias each move the scores;
+    # whole weeks later, every hour, weekday and gap is the same, and so are the scores
+    model = trained_with()
+    batch = fixed_input()
+    before = model.score_all(batch)
+    assert torch.allclose(before, model.score_all(moved(batch, 3 * WEEK)), atol=1e-6)
+    assert differs(before, model.score_all(moved(batch, 3_600)))  # the hour only
+    assert differs(before, model.score_all(moved(batch, 86_400)))  # the weekday only
+    apart = moved(batch, weeks_apart=1)  # longer gaps, same hours and weekdays
+    assert torch.equal(hour_of_day(apart.timestamps), hour_of_day(batch.timestamps))
+    assert torch.equal(day_of_week(apart.timestamps), day_of_week(batch.timestamps))
+    for table in ("time_bias", "gap"):  # with either one silenced, the other still sees gaps
+        other = trained_with()
+        with torch.no_grad():
+            getattr(other, table).weight.zero_()
+        other.eval()
+        assert differs(other.score_all(batch), other.score_all(apart)), table
+
+
+def test_text_vectors_must_match_the_config_and_take_its_dtype() -> None:
+    model = FusionTransformer(8, SMALL)
+    message = (
+        r"^item embeddings \(8, 10\) do not match \[n_items, text_dim\] = \(8, 384\); "
+        r"set text_dim in the config$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model.items.text.set_vectors(torch.zeros(8, 10))
+    model.items.text.set_vectors(torch.ones(8, 384, dtype=torch.float64))
+    assert model.items.text.vectors.dtype == torch.float32
+
+
+def test_data_config_reads_profile_sizes_and_text_width() -> None:
+    data = train_data([[0, 1, 2]], 6, embeddings=unit_vectors(6, dim=12))
+    assert FusionTransformer.data_config(data) == {
+        "profile_sizes": tuple(PROFILE_SIZES),
+        "text_dim": 12,
+    }
+    bare = TrainData(data.matrix, data.histories, n_items=6)
+    assert FusionTransformer.data_config(bare) == {"profile_sizes": ()}
+
+
+def test_moving_or_casting_the_model_drops_its_cached_item_vectors() -> None:
+    model = fitted(8, [[0, 1, 2, 3]]).eval()
+    batch = history([0, 1], [1, 1, 1, 1])
+    with torch.no_grad():
+        model.score_all(batch)  # fills the eval-mode cache
+        model.to(torch.float64)
+        scores = model.score_all(Histories(batch.items, batch.timestamps, batch.profiles))
+    assert scores.dtype == torch.float64
+    # _apply passes its arguments on: recurse=False leaves the submodules alone
+    before = model.items.ids.weight.clone()
+    model._apply(lambda t: t * 0, recurse=False)
+    assert torch.equal(model.items.ids.weight, before) and model.context.abs().sum() == 0
+
+
+# -- wiring on known answers ---------------------------------------------------------------
+def test_config_bounds_and_messages() -> None:
+    assert FusionConfig(max_len=1, text_encoder="lora").text_encoder == "lora"
+    cases = {
+        "hidden 30 must be a multiple of n_heads 4": {"hidden": 30, "n_heads": 4},
+        "text_encoder must be 'frozen' or 'lora', got 'bert'": {"text_encoder": "bert"},
+        "an item needs a representation: use_text or use_id must be true": {
+            "use_text": False,
+            "use_id": False,
+        },
+        "max_len must be at least 1": {"max_len": 0},
+    }
+    for message, bad in cases.items():
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            FusionConfig(**bad)
+    with pytest.raises(ValueError, match=r"^histories must be left-padded: PAD slots before"):
+        context_layout(torch.tensor([[PAD, 1, PAD]]))  # a gap after the first event
+
+
+def test_fit_refuses_data_it_cannot_use() -> None:
+    model = FusionTransformer(8, SMALL)
+    with pytest.raises(ValueError, match=r"^train data has 6 items, the model 8$"):
+        model.fit(train_data([[0, 1]], 6))
+    bare = train_data([[0, 1]], 8)
+    bare = TrainData(bare.matrix, bare.histories, 8, profile_sizes=tuple(PROFILE_SIZES))
+    with pytest.raises(
+        ValueError, match=r"^fusion_transformer needs the item embeddings of the embed stage$"
+    ):
+        model.fit(bare)
+
+
+def test_lora_mode_builds_the_lora_encoder_and_hands_it_the_texts(monkeypatch) -> None:
+    # a stand-in for LoraText, so no MiniLM is loaded: only the wiring is checked here
+    from pipelines.models import fusion_transformer as module
+
+    built, texts = [], []
+
+    class Recorder(module.LoraText):
+        def __init__(self, n_items: int, cfg: FusionConfig) -> None:
+            torch.nn.Module.__init__(self)
+            built.append((n_items, cfg.text_encoder))
+
+        def set_texts(self, given) -> None:
+            texts.append(given)
+
+        def forward(self) -> torch.Tensor:
+            return torch.zeros(8, 384)
+
+    monkeypatch.setattr(module, "LoraText", Recorder)
+    model = FusionTransformer(8, {**SMALL, "text_encoder": "lora"})
+    assert built == [(8, "lora")] and isinstance(model.items.text, Recorder)
+    data = train_data([[0, 1, 2]], 8, texts=tuple(f"text {i}" for i in range(8)))
+    model.fit(data)
+    assert texts == [data.item_texts]
+    with pytest.raises(ValueError, match=r"^text_encoder 'lora' needs TrainData.item_texts$"):
+        model.fit(train_data([[0, 1, 2]], 8))
+
+
+def test_the_first_blocks_input_is_the_sum_of_its_parts(monkeypatch) -> None:
+    model = trained_with().eval()
+    batch = fixed_input(profile=(1, 2, 5, 3))
+    seen: list[torch.Tensor] = []
+    block = model.blocks[0]
+    original = block.forward
+    monkeypatch.setattr(block, "forward", lambda x, bias: seen.append(x) or original(x, bias))
+    with torch.no_grad():
+        model.score_all(batch)
+        vectors = model.item_representations()
+        tokens, is_context = context_layout(batch.items)
+        stamps = torch.cat([torch.zeros(2, 1, dtype=torch.long), batch.timestamps], dim=1)
+        real = tokens != PAD
+        context = model.context + sum(
+            table(batch.profiles[:, field]) for field, table in enumerate(model.profile)
+        )
+        x = (
+            vectors[tokens.clamp(min=0)] * real[..., None]
+            + context[:, None] * is_context[..., None]
+        )
+        x = x + model.position(torch.arange(tokens.shape[1] - 1, -1, -1))[None]
+        time = model.gap(gap_buckets(tokens, stamps, 32))
+        time = time + model.hour(hour_of_day(stamps)) + model.weekday(day_of_week(stamps))
+        x = model.input_norm(x + time * real[..., None])
+    assert torch.allclose(seen[0], x, atol=1e-5)
+
+
+def test_blocks_get_the_mask_plus_their_own_time_bias(monkeypatch) -> None:
+    model = trained_with(n_layers=2).eval()
+    with torch.no_grad():
+        model.time_bias.weight.normal_()  # a bias far from zero, different per layer and head
+    batch = fixed_input()
+    biases: list[torch.Tensor] = []
+    for block in model.blocks:
+        original = block.forward
+        monkeypatch.setattr(
+            block, "forward", lambda x, bias, f=original: biases.append(bias) or f(x, bias)
+        )
+    with torch.no_grad():
+        model.score_all(batch)
+        tokens, is_context = context_layout(batch.items)
+        stamps = torch.cat([torch.zeros(2, 1, dtype=torch.long), batch.timestamps], dim=1)
+        pairs = model.time_bias(pair_buckets(tokens, stamps, 32)).permute(0, 3, 1, 2)
+    length = tokens.shape[1]
+    allowed = (
+        torch.ones(length, length, dtype=torch.bool).tril()
+        & ((tokens != PAD) | is_context)[:, None, :]
+    )
+    allowed = allowed | torch.eye(length, dtype=torch.bool)
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, None]
+    for layer, bias in enumerate(biases):
+        assert torch.equal(bias, mask + pairs[:, 2 * layer : 2 * layer + 2]), layer
+
+
+def test_transformer_blocks_are_pre_layer_norm_residuals() -> None:
+    model = trained_with().eval()
+    block, x = model.blocks[0], torch.randn(2, 4, SMALL["hidden"])
+    bias = torch.zeros(2, 1, 4, 4)
+    with torch.no_grad():
+        h = x + block.attention(block.norm1(x), bias)
+        assert torch.allclose(block(x, bias), h + block.mlp(block.norm2(h)), atol=1e-6)
+        a, b = torch.randn(3, SMALL["hidden"]), torch.randn(3, SMALL["hidden"])
+        zero = torch.zeros_like(a)
+        assert not torch.allclose(
+            block.mlp(a + b), block.mlp(a) + block.mlp(b) - block.mlp(zero), atol=1e-4
+        )
+
+
+def test_whitening_experts_are_mixed_by_the_gate() -> None:
+    model = trained_with()
+    adaptor = model.items.adaptor.eval()
+    k, dim = adaptor.experts.shape[:2]
+    # the gate starts as an even mixture: no bias, zero weights
+    fresh = FusionTransformer(8, SMALL).items.adaptor
+    assert torch.allclose(
+        torch.softmax(fresh.gate(torch.randn(5, dim)), -1), torch.full((5, k), 1 / k)
+    )
+    assert fresh.experts.std().item() == pytest.approx(1 / math.sqrt(dim), rel=0.05)
+    with torch.no_grad():
+        adaptor.bias.copy_(torch.randn(k, dim))  # one bias per expert
+        text = torch.randn(3, dim)
+        weights = torch.softmax(adaptor.gate(text), dim=-1)  # [3, K]
+        expected = sum(
+            weights[:, e, None] * ((text - adaptor.bias[e]) @ adaptor.experts[e]) for e in range(k)
+        )
+        assert torch.allclose(adaptor(text), expected, atol=1e-5)
+
+
+def test_id_embeddings_start_small_and_every_item_has_one_until_fit() -> None:
+    model = FusionTransformer(200, SMALL)
+    assert model.items.ids.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    assert model.items.has_id.dtype == torch.bool and model.items.has_id.all()
+
+
+def test_attention_dropout_acts_in_training_only() -> None:
+    model = fitted(8, [[0, 1, 2, 3]], dropout=0.5, adaptor_dropout=0.0, id_dropout=0.0)
+    model.input_dropout.p = 0.0
+    for block in model.blocks:  # only the attention weights' dropout stays on
+        block.dropout.p = 0.0
+    batch = history([0, 1, 2], [1, 1, 1, 1])
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model.score_all(batch), model.score_all(batch))
+        model.eval()
+        assert torch.equal(model.score_all(batch), model.score_all(batch))
+    assert model.train() is model and model.training  # train() means train(True)
+
+
+def test_the_cache_never_serves_stale_item_vectors() -> None:
+    model = trained_with().eval()
+    batch = fixed_input()
+    with torch.no_grad():
+        first = model.score_all(batch)  # cached from here on
+        other = train_data(SWITCH_SEQUENCES, N_SWITCH_ITEMS, [[1, 1, 1, 1]] * 3)
+        model.fit(TrainData(**{**other.__dict__, "item_embeddings": unit_vectors(8, seed=3)}))
+        refitted = model.score_all(batch)
+        assert differs(first, refitted)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            model.items.ids.weight.add_(1.0)
+        model.load_state_dict(state)
+        assert torch.allclose(model.score_all(batch), refitted)
+    # with gradients on, even an eval-mode model recomputes: a weight changed in between counts
+    before = model.score_all(batch)
+    with torch.no_grad():
+        model.items.ids.weight.add_(1.0)
+    assert differs(before, model.score_all(batch))
+    missing = {k: v for k, v in state.items() if not k.startswith("items.ids")}
+    model.load_state_dict(missing, strict=False)  # keyword arguments are passed on
+
+
+def test_bf16_autocast_scores_on_cpu() -> None:
+    # under autocast the attention runs in bf16: the time bias must follow its dtype
+    model = trained_with().eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model.score_all(fixed_input())
+    assert scores.dtype == torch.bfloat16 and torch.isfinite(scores).all()
+
+
+def test_loss_is_next_item_cross_entropy_over_the_newest_window() -> None:
+    model = fitted(8, [[0, 1, 2, 3]], max_len=3, dropout=0.0, adaptor_dropout=0.0, id_dropout=0.0)
+    model.eval()
+    long = history([5, 6, 0, 1, 2, 3, 4], [1, 2, 3, 4])
+    with torch.no_grad():
+        window = keep_newest(long, 4)  # max_len inputs + the last target
+        inputs = Histories(window.items[:, :-1], window.timestamps[:, :-1], window.profiles)
+        vectors = model.item_representations()
+        logits = model.encode(inputs, vectors)[0] @ vectors.T  # [4, n_items]
+        expected = torch.nn.functional.cross_entropy(logits, window.items[0])
+        assert model.loss(long).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_scoring_creates_no_tensor_on_the_default_device() -> None:
+    # with the default device set to meta, a tensor made without an explicit device
+    # lands on meta and fails against the CPU model: every one must follow the model
+    model = trained_with().eval()
+    batch = fixed_input()
+    with torch.no_grad():
+        reference = model.score_all(batch)
+        with torch.device("meta"):
+            assert torch.allclose(model.score_all(batch), reference)
+    model.train()
+    with torch.device("meta"):
+        assert model.loss(batch).device.type == "cpu"
+
+
+@pytest.mark.gpu
+def test_a_cuda_model_takes_cpu_inputs_and_trains_under_bf16_autocast() -> None:
+    # the model moves histories, profiles and targets to its own device, and the attention
+    # bias follows the bf16 queries under autocast (CUDA refuses a float32 mask there)
+    model = FusionTransformer(N_SWITCH_ITEMS, SMALL).cuda()
+    data = train_data(SWITCH_SEQUENCES, N_SWITCH_ITEMS, [[1, 2, 3, 4]] * 3)
+    model.fit(data)  # the id mask lands on the model's device
+    batch = fixed_input()  # on the CPU
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model.loss(batch)
+    loss.backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        scores = model.score_all(batch)
+    assert torch.isfinite(loss) and scores.shape == (2, N_SWITCH_ITEMS) and scores.is_cuda

@@ -150,3 +150,122 @@ def test_trains_under_bf16_autocast_on_cuda() -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert model.score_all(batch).shape == (30, N_ITEMS)
+
+
+def test_config_bounds_and_every_layer_norm_uses_its_eps() -> None:
+    assert SASRecConfig(max_len=1).max_len == 1
+    with pytest.raises(ValueError, match=r"^max_len must be at least 1$"):
+        SASRecConfig(max_len=0)
+    model = tiny_model(layer_norm_eps=1e-3)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * TINY["layers"] + 1 and {m.eps for m in norms} == {1e-3}
+    with pytest.raises(ValueError, match=r"^sequence length 17 exceeds max_len 16$"):
+        model(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_weights_start_small_and_centred_with_zero_biases() -> None:
+    model = tiny_model(init_std=0.02)
+    weights = model.item_emb.weight[1:]
+    assert abs(weights.mean().item()) < 0.005 and weights.std().item() == pytest.approx(
+        0.02, rel=0.2
+    )
+    biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert biases and all(torch.equal(b, torch.zeros_like(b)) for b in biases)
+
+
+def test_attention_mask_known_answer() -> None:
+    valid = torch.tensor([[False, True, True]])  # one padding slot, two events
+    allowed = attention_mask(valid)[0, 0]
+    # padding attends only to itself; each event to itself and the events before it
+    assert allowed.tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+
+
+def test_the_newest_state_reads_the_whole_history() -> None:
+    model = tiny_model().eval()
+    items = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    changed = items.clone()
+    changed[0, 0] = 17  # the oldest event
+    with torch.no_grad():
+        assert not torch.allclose(model(items)[:, -1], model(changed)[:, -1])
+
+
+def test_input_is_item_plus_position_embedding() -> None:
+    # with no blocks, the model is LayerNorm(item + position embedding) at real events
+    model = tiny_model(layers=0).eval()
+    items = torch.tensor([[PAD, 3, 7]])
+    with torch.no_grad():
+        positions = model.pos_emb(torch.tensor([2, 1, 0]))  # newest = 0
+        expected = (
+            model.ln_out(model.item_emb(items + 1) + positions[None]) * (items != PAD)[..., None]
+        )
+        assert torch.allclose(model(items), expected, atol=1e-6)
+
+
+def test_blocks_are_pre_layer_norm_residuals() -> None:
+    model = tiny_model().eval()
+    block, x = model.blocks[0], torch.randn(2, 4, TINY["hidden"])
+    allowed = attention_mask(torch.ones(2, 4, dtype=torch.bool))
+    with torch.no_grad():
+        h = x + block.attn(block.ln_attn(x), allowed)
+        assert torch.allclose(block(x, allowed), h + block.ff(block.ln_ff(h)), atol=1e-6)
+        ff, a, b = block.ff, torch.randn(3, TINY["hidden"]), torch.randn(3, TINY["hidden"])
+        assert not torch.allclose(ff(a + b), ff(a) + ff(b) - ff(torch.zeros_like(a)), atol=1e-4)
+
+
+def test_every_dropout_acts_in_training_only() -> None:
+    items = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    for site in ("embedding", "attention", "residual", "feed-forward"):
+        model = tiny_model(dropout=0.5)
+        model.emb_dropout.p = 0.5 if site == "embedding" else 0.0
+        for block in model.blocks:  # every site off but the one under test
+            block.attn.dropout = 0.5 if site == "attention" else 0.0
+            block.attn.resid_dropout.p = 0.5 if site == "residual" else 0.0
+            block.ff.net[3].p = 0.5 if site == "feed-forward" else 0.0
+        with torch.no_grad():
+            model.train()
+            assert not torch.allclose(model(items), model(items)), site
+            model.eval()
+            assert torch.equal(model(items), model(items)), site
+
+
+def test_loss_is_next_item_cross_entropy_over_the_newest_max_len_events() -> None:
+    model = tiny_model(max_len=4, dropout=0.0).eval()
+    batch = as_histories([[9, 8, 1, 2, 3, 4, 5], [6, 7]])
+    with torch.no_grad():
+        items = batch.items[:, -5:]  # max_len + 1 newest slots
+        inputs, targets = items[:, :-1], items[:, 1:]
+        keep = inputs != PAD
+        logits = model.logits(model(inputs)[keep])
+        expected = torch.nn.functional.cross_entropy(logits, targets[keep])
+        assert model.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
+        assert keep.sum().item() == 4 + 1
+
+
+def test_scores_of_short_and_empty_histories() -> None:
+    model = tiny_model().eval()
+    one = as_histories([[3]])
+    with torch.no_grad():
+        assert torch.allclose(model.score_all(one), model.logits(model(one.items)[:, -1]))
+    assert model.score_all(one).abs().sum() > 0  # one event is a history, not an empty one
+    empty = Histories(torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.long))
+    assert torch.equal(model.score_all(empty), torch.zeros(3, N_ITEMS))
+
+
+def test_scores_stay_on_the_device_of_the_model() -> None:
+    # the meta device checks placement without a GPU: a CPU tensor mixed in fails
+    model = tiny_model().eval().to("meta")
+    batch = as_histories([[1, 2, 3], [4]]).to("meta")
+    assert model.score_all(batch).device.type == "meta"
+    empty = Histories(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long))
+    assert model.score_all(empty.to("meta")).device.type == "meta"
+
+
+def test_scoring_creates_no_tensor_on_the_default_device() -> None:
+    # with the default device set to meta, a tensor made without an explicit device lands
+    # on meta and fails against the CPU model
+    model = tiny_model().eval()
+    batch = as_histories([[1, 2, 3], [4]])
+    with torch.no_grad():
+        reference = model.score_all(batch)
+        with torch.device("meta"):
+            assert torch.allclose(model.score_all(batch), reference)
