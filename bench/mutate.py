@@ -21,6 +21,7 @@ section; this script reads their names from there and counts them apart.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -145,11 +146,25 @@ def module_of(mutant: str) -> str:
     return dotted.replace(".", "/") + ".py"
 
 
+EQUIVALENT_HEADING = "**Equivalent mutants**"
+
+
 def equivalent_mutants(readme: Path = README) -> set[str]:
-    """Names of the mutants the README declares equivalent (its Tests section)."""
+    """The mutants the README declares equivalent: the table after its heading, one row per
+    module and reason, ``| `pipelines.module` | `x_name__mutmut_N`, ... | why |``."""
     text = readme.read_text(encoding="utf-8")
-    section = text.split("## Tests", 1)[-1].split("\n## ", 1)[0]
-    return set(re.findall(r"pipelines\.[\w.ǁ]+__mutmut_\d+", section))
+    if EQUIVALENT_HEADING not in text:
+        return set()
+    names: set[str] = set()
+    lines = text.split(EQUIVALENT_HEADING, 1)[1].splitlines()[1:]
+    rows = itertools.dropwhile(lambda line: not line.startswith("|"), lines)
+    for line in itertools.takewhile(lambda line: line.startswith("|"), rows):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        module = cells[0].strip("`")
+        if not module.startswith("pipelines."):
+            continue  # the header and its rule
+        names |= {f"{module}.{short}" for short in re.findall(r"`([^`]+__mutmut_\d+)`", cells[1])}
+    return names
 
 
 def mutmut_config(run: Run) -> str:
