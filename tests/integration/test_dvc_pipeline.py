@@ -138,7 +138,7 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
 def test_tune_writes_its_outputs_and_train_uses_the_best_trial(
     built: tuple[Path, str],
 ) -> None:
-    # README: tune writes best.json, history.csv, <model>_history.html and <model>.db, and
+    # README: tune writes best.json, history.csv and <model>_history.html, and
     # train re-fits each tuned model with its best trial's values
     import optuna
 
@@ -157,7 +157,9 @@ def test_tune_writes_its_outputs_and_train_uses_the_best_trial(
         assert rows["value"].max() == pytest.approx(entry["value"])
         assert rows["best"].is_monotonic_increasing
         assert "plotly" in (tune / f"{name}_history.html").read_text()
-        study = optuna.load_study(study_name=None, storage=f"sqlite:///{tune / f'{name}.db'}")
+        # the study lives in the tune cache (keyed by what it depends on), not in the outputs
+        (db,) = (repo / ".cache" / "tune").glob(f"{name}-*.db")
+        study = optuna.load_study(study_name=None, storage=f"sqlite:///{db}")
         assert study.best_trial.number == entry["trial"]
         assert study.best_value == pytest.approx(entry["value"])
         record = json.loads((repo / f"artifacts/models/{name}/training.json").read_text())
