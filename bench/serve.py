@@ -89,6 +89,33 @@ async def load(url: str, path: str, bodies, concurrency: int, requests: int, sec
     return len(latencies) / elapsed, p(0.50), p(0.99), errors, len(latencies)
 
 
+def known_users() -> list[str]:
+    """Pseudonymised ids of users the champion knows (BENCH_USERS, else the split's users).
+
+    Unknown ids would measure the popularity fallback, not the model.
+    """
+    if os.environ.get("BENCH_USERS"):
+        return os.environ["BENCH_USERS"].split(",")
+    import pandas as pd
+
+    from pipelines import paths
+
+    if not paths.SPLIT_USERS.exists():
+        raise SystemExit(f"{paths.SPLIT_USERS} is missing: run `make run` or set BENCH_USERS")
+    return [str(u) for u in pd.read_parquet(paths.SPLIT_USERS)["user_id"]]
+
+
+def cache_counts(url: str) -> tuple[int, int]:
+    """The server's result-cache hits and misses so far (from /metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    counts = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("recops_cache_hits_total", "recops_cache_misses_total"):
+            counts[name] = int(float(value))
+    return counts.get("recops_cache_hits_total", 0), counts.get("recops_cache_misses_total", 0)
+
+
 def serve(bundle: Path | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "RECOPS_API_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
@@ -140,14 +167,11 @@ def main() -> None:
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         card = httpx.get(f"{url}/model", headers=headers).json()
-        users = [f"u_{i:016x}" for i in range(1, 9)]
         sample = httpx.post(
             f"{url}/recommend/session", json={"history": [], "k": 20}, headers=headers
         ).json()["items"]
         items = [entry["item_id"] for entry in sample]
-        known = (
-            os.environ.get("BENCH_USERS", "").split(",") if os.environ.get("BENCH_USERS") else users
-        )
+        known = known_users()
         rng = random.Random(0)
         endpoints = {
             "/recommend": lambda: {"user_id": rng.choice(known), "k": 10},
@@ -165,15 +189,23 @@ def main() -> None:
             f"model {card['name']} {card['version']}, catalogue {card['catalogue_size']} items, "
             f"quantization {card['quantization']}"
         )
-        print("| endpoint | concurrency | req/s | p50 ms | p99 ms | errors | requests |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(f"/recommend: {len(known)} known users at random (a cache miss runs the model)")
+        print("| endpoint | concurrency | req/s | p50 ms | p99 ms | errors | requests", end="")
+        print(" | cache hits |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for level in (int(x) for x in args.levels.split(",")):
             for name, bodies in endpoints.items():
                 path = name.split(" ")[0]
+                before = cache_counts(url)
                 rps, p50, p99, errors, n = asyncio.run(
                     load(url, path, bodies, level, args.requests, args.seconds)
                 )
-                print(f"| {name} | {level} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {errors} | {n} |")
+                hits, misses = (a - b for a, b in zip(cache_counts(url), before, strict=True))
+                share = f"{100 * hits / (hits + misses):.0f}%" if hits + misses else "-"
+                print(
+                    f"| {name} | {level} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {errors} | {n} "
+                    f"| {share} |"
+                )
         if args.soak:
             before = rss_kib(process.pid)
             rps, p50, p99, errors, n = asyncio.run(
