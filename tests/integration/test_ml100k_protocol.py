@@ -229,10 +229,13 @@ def test_no_raw_user_id_or_zip_anywhere(workspace: Path, source_order_metrics: d
             assert frame["user_id"].str.fullmatch(r"u_[0-9a-f]{16}").all(), path
 
 
-def test_no_target_reaches_training_on_the_real_data(workspace: Path) -> None:
+def test_no_target_reaches_training_on_the_real_data(
+    workspace: Path, source_order_metrics: dict
+) -> None:
     # the leak guards of tests/training/test_leaks.py on planted data, here on ML-100K:
     # each user's validation and test items are absent from that user's training matrix
     # row and training sequence, and the early-stopping histories stop before them
+    # (source_order_metrics: the pipeline that writes the features must have run, in any order)
     art = workspace / "source_order"
     sequences = pd.read_parquet(art / "features" / "sequences.parquet")
     side = SideInfo(len(pd.read_parquet(art / "split" / "items.parquet")))
