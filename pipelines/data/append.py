@@ -356,35 +356,30 @@ def append_batch(
     with append_lock(data_dir):
         ledger = read_ledger(data_dir)
         version = data_version(ledger)
+
+        def duplicate(message: str, quarantine: Path | None = None) -> AppendResult:
+            log.info("batch %s: %s; nothing to do", batch, message)
+            no_rows = {t: 0 for t in TABLES}
+            seconds = time.perf_counter() - started
+            return AppendResult(
+                batch,
+                "duplicate",
+                checksum,
+                {},
+                no_rows,
+                version,
+                quarantine=quarantine,
+                seconds=seconds,
+                messages=(message,),
+            )
+
         done = next((e for e in ledger if e["sha256"] == checksum), None)
         if done is not None:
-            log.info("batch %s: already appended as %s; nothing to do", batch, done["batch"])
-            return AppendResult(
-                batch,
-                "duplicate",
-                checksum,
-                {},
-                {t: 0 for t in TABLES},
-                version,
-                seconds=time.perf_counter() - started,
-                messages=(f"already appended as {done['batch']}",),
-            )
+            return duplicate(f"already appended as {done['batch']}")
         held_in = quarantine_dir / batch
-        if (held_in / CHECKSUM_FILE).exists() and (
-            held_in / CHECKSUM_FILE
-        ).read_text().strip() == checksum:
-            log.info("batch %s: already quarantined in %s; nothing to do", batch, held_in)
-            return AppendResult(
-                batch,
-                "duplicate",
-                checksum,
-                {},
-                {t: 0 for t in TABLES},
-                version,
-                quarantine=held_in,
-                seconds=time.perf_counter() - started,
-                messages=(f"already quarantined in {held_in}",),
-            )
+        held_sum = held_in / CHECKSUM_FILE
+        if held_sum.exists() and held_sum.read_text().strip() == checksum:
+            return duplicate(f"already quarantined in {held_in}", quarantine=held_in)
 
         key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, False)
         from pipelines.data.replay import table_source  # the batch folder layout
