@@ -30,8 +30,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from pipelines import paths
-from pipelines.config import load_params
+from pipelines.core.config import load_params
+from pipelines.core.paths import PROJECT
 from pipelines.features.text import TextEncoder, item_text, minilm_path
 
 TOLERANCE = 1e-4  # max |ours - theirs| on CPU, where both run in float32
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    texts, source = load_texts(paths.SPLIT_ITEMS)
+    texts, source = load_texts(PROJECT.split_items)
     ours = TextEncoder(device=args.device, max_length=args.max_length)
     device = str(ours.device)
     theirs = SentenceTransformer(str(minilm_path()), device=device, local_files_only=True)

@@ -100,7 +100,7 @@ RUNS: tuple[Run, ...] = (
             "tests/evaluation/test_coldstart.py",
         ),
     ),
-    Run("io", ("pipelines/io.py",), ("tests/code/test_io.py",)),
+    Run("io", ("pipelines/core/io.py",), ("tests/code/test_io.py",)),
     Run(
         "baselines",
         (
@@ -141,7 +141,7 @@ RUNS: tuple[Run, ...] = (
 
 
 def module_of(mutant: str) -> str:
-    """'pipelines.io.x_write_json__mutmut_3' -> 'pipelines/io.py'."""
+    """'pipelines.core.io.x_write_json__mutmut_3' -> 'pipelines/core/io.py'."""
     dotted = mutant.rsplit(".", 1)[0]
     return dotted.replace(".", "/") + ".py"
 

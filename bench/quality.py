@@ -33,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipelines import paths  # noqa: E402
-from pipelines.config import load_params  # noqa: E402
+from pipelines.core.config import load_params  # noqa: E402
+from pipelines.core.paths import PROJECT  # noqa: E402
+from pipelines.core.schema import TEST  # noqa: E402
 from pipelines.evaluation.ranking import evaluate_model  # noqa: E402
 from pipelines.features.dataset import load_dataset, train_data, validation  # noqa: E402
 from pipelines.features.sequences import histories_for, targets_for  # noqa: E402
-from pipelines.schema import TEST  # noqa: E402
 from pipelines.stages import coldstart as coldstart_stage  # noqa: E402
 from pipelines.training.fit import fit_model, read_tuned, resolve  # noqa: E402
 
@@ -64,14 +64,14 @@ def cross_fitted_coldstart(winner: str, folds: int, params_path: Path) -> Path:
     settings = params.coldstart.model_copy(update={"warm_folds": folds, "models": models})
     coldstart_stage.run(
         params.model_copy(update={"coldstart": settings}),
-        features=paths.FEATURES_DIR,
-        items=paths.SPLIT_ITEMS,
-        embeddings=paths.ITEM_EMBEDDINGS,
-        tuned=paths.TUNE_BEST,
-        models=paths.MODELS_DIR,
+        features=PROJECT.features_dir,
+        items=PROJECT.split_items,
+        embeddings=PROJECT.item_embeddings,
+        tuned=PROJECT.tune_best,
+        models=PROJECT.models_dir,
         out=COLDSTART_OUT,
     )
-    return COLDSTART_OUT / paths.COLDSTART_METRICS.name
+    return COLDSTART_OUT / PROJECT.coldstart_metrics.name
 
 
 def seed_runs(
@@ -89,7 +89,7 @@ def seed_runs(
     valid = validation(dataset.sequences, dataset.side)
     test_histories = histories_for(dataset.sequences, TEST, dataset.side.profiles)
     test_targets = targets_for(dataset.sequences, TEST)
-    tuned = read_tuned(paths.TUNE_BEST).get(name)
+    tuned = read_tuned(PROJECT.tune_best).get(name)
     runs = []
     for seed in seeds:
         started = time.perf_counter()
@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="these models only (default: train.models)")
     parser.add_argument("--no-ablations", action="store_true", help="skip the flagship ablations")
     parser.add_argument(
-        "--params", type=Path, default=paths.PARAMS, help="e.g. a copy with other values"
+        "--params", type=Path, default=PROJECT.params, help="e.g. a copy with other values"
     )
     parser.add_argument(
         "--coldstart-folds",
@@ -229,7 +229,7 @@ def main() -> None:
     started = time.perf_counter()
     if not args.skip_repro:
         subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=ROOT, check=True)
-    winner = json.loads(paths.SELECTION.read_text())["winner"]
+    winner = json.loads(PROJECT.selection.read_text())["winner"]
     models = args.only or list(load_params(args.params).train.models)
     rows: dict[str, list[dict[str, float]]] = {}
     for name in models:
@@ -244,7 +244,7 @@ def main() -> None:
     print()
     print(accuracy_table(winner, rows[winner + " (winner)"]) if winner in models else "")
     print()
-    source = paths.COLDSTART_METRICS
+    source = PROJECT.coldstart_metrics
     if args.coldstart_folds:
         source = cross_fitted_coldstart(winner, args.coldstart_folds, args.params)
     print(coldstart_table(winner, source))

@@ -98,11 +98,11 @@ def known_users() -> list[str]:
         return os.environ["BENCH_USERS"].split(",")
     import pandas as pd
 
-    from pipelines import paths
+    from pipelines.core.paths import PROJECT
 
-    if not paths.SPLIT_USERS.exists():
-        raise SystemExit(f"{paths.SPLIT_USERS} is missing: run `make run` or set BENCH_USERS")
-    return [str(u) for u in pd.read_parquet(paths.SPLIT_USERS)["user_id"]]
+    if not PROJECT.split_users.exists():
+        raise SystemExit(f"{PROJECT.split_users} is missing: run `make run` or set BENCH_USERS")
+    return [str(u) for u in pd.read_parquet(PROJECT.split_users)["user_id"]]
 
 
 def cache_counts(url: str) -> tuple[int, int]:
@@ -230,16 +230,16 @@ def quantization_table() -> None:
 
     import torch
 
-    from pipelines import paths
+    from pipelines.core.paths import PROJECT
+    from pipelines.core.schema import USER_IDX
     from pipelines.evaluation.ranking import evaluate_model
     from pipelines.features.dataset import load_dataset
     from pipelines.features.sequences import histories_for, targets_for
     from pipelines.inference.quantize import MODES, quantize
     from pipelines.models import load_model
-    from pipelines.schema import USER_IDX
 
-    winner = json.loads(paths.SELECTION.read_text())["winner"]
-    model = load_model(paths.MODELS_DIR / winner)
+    winner = json.loads(PROJECT.selection.read_text())["winner"]
+    model = load_model(PROJECT.models_dir / winner)
     dataset = load_dataset()
     profiles = dataset.side.profiles_of(dataset.sequences[USER_IDX].to_numpy())
     histories = histories_for(dataset.sequences, "test", profiles)

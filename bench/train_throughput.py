@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from pipelines.features.sequences import histories_for
 from pipelines.models import MODELS, build_model
 from pipelines.models.base import Histories
@@ -34,7 +34,7 @@ SHAPE = {"users": 943, "items": 1349, "min_len": 17, "max_len": 646, "median_len
 
 def load_sequences(features: Path, split: Path) -> tuple[Histories, int, str]:
     """Real training histories when present, else synthetic ones shaped like ML-100K."""
-    sequences_path, items_path = features / paths.SEQUENCES.name, split / paths.SPLIT_ITEMS.name
+    sequences_path, items_path = features / PROJECT.sequences.name, split / PROJECT.split_items.name
     if sequences_path.exists() and items_path.exists():
         sequences = pd.read_parquet(sequences_path)
         n_items = len(pd.read_parquet(items_path))
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--features", type=Path, default=paths.FEATURES_DIR)
-    parser.add_argument("--split", type=Path, default=paths.SPLIT_DIR)
+    parser.add_argument("--features", type=Path, default=PROJECT.features_dir)
+    parser.add_argument("--split", type=Path, default=PROJECT.split_dir)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
-
-DATA = Asset("recops://data", extra={"path": "data/"})
-ARGS = {
-    "retries": 1,
-    "retry_delay": timedelta(seconds=30),
-    "on_failure_callback": lambda c: _failed(c),
-}
-
-
-def _failed(context):
-    from pipelines.monitoring.loop import failure_line
-
-    failure_line(context)
+from airflow.sdk import dag, task
+from common import DATA, default_args
 
 
 @dag(
@@ -27,15 +15,16 @@ def _failed(context):
     catchup=False,
     max_active_runs=1,
     tags=["recops", "ingest"],
-    default_args=ARGS,
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def recops_ingest():
     @task
     def find() -> list[str]:
-        from pipelines.monitoring.loop import Workspace, pending_batches
+        from pipelines.core.paths import Layout
+        from pipelines.loop.steps import pending_batches
 
-        return pending_batches(Workspace.from_env())
+        return pending_batches(Layout.from_env())
 
     @task(pool="recops_dvc", outlets=[DATA])
     def append(names: list[str]) -> list[dict]:
@@ -45,10 +34,12 @@ def recops_ingest():
         `dvc add` never meets the repro's DVC lock.
         """
         from airflow.sdk.exceptions import AirflowSkipException
+        from common import workspace
 
-        from pipelines.monitoring.loop import Workspace, ingest_batch
+        from pipelines.loop.steps import ingest_batch
 
-        results = [ingest_batch(Workspace.from_env(), name) for name in names]
+        layout, params = workspace()
+        results = [ingest_batch(layout, name, params.ingest, params.replay) for name in names]
         for r in results:
             print(f"{r['batch']}: {r['status']} {r['counts'] or ''} {'; '.join(r['messages'])}")
         if not any(r["status"] == "accepted" for r in results):

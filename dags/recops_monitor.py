@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from airflow.sdk import Asset, dag, task
-
-DATA = Asset("recops://data", extra={"path": "data/"})
-DRIFT = Asset("recops://drift", extra={"path": "artifacts/monitoring/"})
-ARGS = {
-    "retries": 1,
-    "retry_delay": timedelta(seconds=30),
-    "on_failure_callback": lambda c: _failed(c),
-}
-
-
-def _failed(context):
-    from pipelines.monitoring.loop import failure_line
-
-    failure_line(context)
+from airflow.sdk import dag, task
+from common import DATA, DRIFT, default_args
 
 
 @dag(
@@ -27,16 +12,20 @@ def _failed(context):
     catchup=False,
     max_active_runs=1,
     tags=["recops", "monitoring"],
-    default_args=ARGS,
+    default_args=default_args(),
     doc_md=__doc__,
 )
 def recops_monitor():
     @task
     def assess() -> list[dict]:
-        from pipelines.monitoring.loop import Workspace, monitor_batch, unmonitored_batches
+        from common import workspace
 
-        ws = Workspace.from_env()
-        decisions = [monitor_batch(ws, batch) for batch in unmonitored_batches(ws)]
+        from pipelines.loop.steps import monitor_batch, unmonitored_batches
+
+        layout, params = workspace()
+        decisions = [
+            monitor_batch(layout, batch, params.monitoring) for batch in unmonitored_batches(layout)
+        ]
         for d in decisions:
             print(f"{d['batch']}: {d['status']}: {d['reasons'][0]} (report: {d['report']})")
         return decisions

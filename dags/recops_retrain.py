@@ -9,21 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-
-DRIFT = Asset("recops://drift", extra={"path": "artifacts/monitoring/"})
-MODEL = Asset("recops://model", extra={"path": "artifacts/serving/current.json"})
-ARGS = {
-    "retries": 1,
-    "retry_delay": timedelta(minutes=1),
-    "on_failure_callback": lambda c: _failed(c),
-}
-
-
-def _failed(context):
-    from pipelines.monitoring.loop import failure_line
-
-    failure_line(context)
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from common import DRIFT, MODEL, default_args
 
 
 @dag(
@@ -35,19 +22,20 @@ def _failed(context):
     catchup=False,
     max_active_runs=1,
     tags=["recops", "training", "deployment"],
-    default_args=ARGS,
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
     doc_md=__doc__,
 )
 def recops_retrain():
     @task.short_circuit
     def new_data_version() -> str | bool:
         """The data version to train on, or False (everything after is skipped) if done already."""
-        from pipelines.data.append import current_version
-        from pipelines.monitoring.loop import Workspace, already_retrained
+        from pipelines.core.paths import Layout
+        from pipelines.data.snapshot import current_version
+        from pipelines.loop.steps import already_retrained
 
-        ws = Workspace.from_env()
-        version = current_version(ws.data)
-        if version == "empty" or already_retrained(ws, version):
+        layout = Layout.from_env()
+        version = current_version(layout.data)
+        if version == "empty" or already_retrained(layout, version):
             print(f"data version {version}: already retrained (or no data); nothing to do")
             return False
         return version
@@ -55,9 +43,10 @@ def recops_retrain():
     @task(pool="recops_dvc", retries=1)
     def repro(version: str) -> dict:
         """`dvc repro`: split ... select, package (the blessing gate + release)."""
-        from pipelines.monitoring.loop import Workspace, repro
+        from pipelines.core.paths import Layout
+        from pipelines.loop.steps import repro
 
-        blessing = repro(Workspace.from_env())
+        blessing = repro(Layout.from_env())
         print(
             f"data {version}: blessed={blessing.get('blessed')} released={blessing.get('released')}"
         )
@@ -71,10 +60,12 @@ def recops_retrain():
         gets ready fails this task; the old one keeps serving.
         """
         from airflow.sdk.exceptions import AirflowSkipException
+        from common import workspace
 
-        from pipelines.monitoring.loop import Workspace, deploy_release
+        from pipelines.loop.steps import deploy_release
 
-        result = deploy_release(Workspace.from_env(), blessing, version)
+        layout, params = workspace()
+        result = deploy_release(layout, blessing, version, params.retrain)
         if not result["switched"]:
             raise AirflowSkipException(f"data {version}: {result['why']}; the champion stays")
         print(f"data {version}: serving {result['serving']['bento']}")
@@ -87,11 +78,12 @@ def recops_retrain():
         The teardown of `repro`: it runs once repro succeeded, and a failed deploy still
         fails the run (a teardown does not decide the run's state).
         """
-        from pipelines.monitoring import deploy as serving
-        from pipelines.monitoring.loop import Workspace, record_lineage
+        from pipelines.core.paths import Layout
+        from pipelines.loop import deploy as serving
+        from pipelines.loop.steps import record_lineage
 
-        ws = Workspace.from_env()
-        entry = record_lineage(ws, version, blessing, serving.current(ws.serving))
+        layout = Layout.from_env()
+        entry = record_lineage(layout, version, blessing, serving.current(layout.serving))
         print(f"lineage: data {version} -> {entry['released']} (serving {entry['serving']})")
         return entry
 

@@ -15,11 +15,11 @@ import secrets
 import sys
 from pathlib import Path
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from pipelines.data.privacy import KEY_ENV
 
-TOKEN_FILE = paths.SECRETS / "serve.token"
-BENTOML_HOME = paths.BENTOML_HOME
+TOKEN_FILE = PROJECT.secrets / "serve.token"
+BENTOML_HOME = PROJECT.bentoml_home
 
 
 def local_token(path: Path = TOKEN_FILE) -> str:
@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     token = local_token()
     env = {**os.environ, "RECOPS_API_TOKEN": token}
-    if paths.PSEUDONYM_KEY.exists() and not env.get(KEY_ENV):
-        env[KEY_ENV] = paths.PSEUDONYM_KEY.read_text().strip()
+    if PROJECT.pseudonym_key.exists() and not env.get(KEY_ENV):
+        env[KEY_ENV] = PROJECT.pseudonym_key.read_text().strip()
     url = f"http://127.0.0.1:{args.port}"
     print(f"serving {current.bento} (model {current.model})")
     print(f"  URL:     {url}")
     print(f"  Swagger: {url}/")
-    print(f"  token:   {token}   (from {TOKEN_FILE.relative_to(paths.ROOT)})")
+    print(f"  token:   {token}   (from {TOKEN_FILE.relative_to(PROJECT.root)})")
     print(
-        f'  try:     curl -H "Authorization: Bearer $(cat {TOKEN_FILE.relative_to(paths.ROOT)})" '
+        f'  try:     curl -H "Authorization: Bearer $(cat {TOKEN_FILE.relative_to(PROJECT.root)})" '
         f"{url}/model"
     )
     sys.stdout.flush()

@@ -1,7 +1,7 @@
 """Incremental ingestion: append one validated batch to data/, idempotently and atomically.
 
 ``ingest`` (pipelines/data/ingest.py) replaces data/ with one batch; a stream needs
-append. A batch folder (the table adapter's files, see ``replay.table_source``)
+append. A batch folder (the table adapter's files, see ``table_source``)
 goes through the same door: the table adapter, privacy, the same Great
 Expectations suite, plus the cross-batch rules:
 
@@ -11,14 +11,14 @@ Expectations suite, plus the cross-batch rules:
 - no event is already present in data/ (same user, item and timestamp).
 
 A batch with any rejected row leaves data/ byte-identical and goes to
-``quarantine/<batch>/`` with the report (``ingest.write_quarantine``).
+``quarantine/<batch>/`` with the report (``quarantine.write_quarantine``).
 
 **Idempotent.** ``data/ledger.json`` records the SHA-256 of every appended
 batch; the same batch again (under any name) adds nothing. A batch already in
 quarantine is not judged again.
 
 **Atomic.** The new tables *and* the ledger are written into a staging folder
-that replaces data/ whole (``ingest.publish_dir``), so a crash at any point
+that replaces data/ whole (``snapshot.write_snapshot``), so a crash at any point
 leaves data/ as it was, ledger included; a lock file beside data/ keeps two
 appends from interleaving. ``track_with_dvc`` then runs ``dvc add`` so data.dvc
 names the new snapshot.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import subprocess
 import time
@@ -40,27 +39,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from pipelines import paths, schema
-from pipelines.config import IngestParams, Params
-from pipelines.data.ingest import (
-    ARROW_SCHEMAS,
-    FINALISERS,
-    OUTPUT_NAMES,
-    check_batch_name,
-    checked_key,
-    fingerprint_path,
-    publish_dir,
-    write_quarantine,
-    write_table,
-)
+from pipelines.core import schema
+from pipelines.core.config import IngestParams, TableSource
+from pipelines.core.paths import PROJECT
 from pipelines.data.privacy import (
     apply_privacy,
     key_fingerprint,
     read_fingerprint,
     withhold_contact_data,
     write_fingerprint,
+)
+from pipelines.data.quarantine import check_batch_name, write_quarantine
+from pipelines.data.snapshot import (
+    checked_key,
+    data_version,
+    fingerprint_path,
+    read_ledger,
+    read_snapshot,
+    write_snapshot,
 )
 from pipelines.data.sources import read_table_source
 from pipelines.data.validate import (
@@ -75,9 +72,11 @@ from pipelines.data.validate import (
 
 log = logging.getLogger(__name__)
 
-LEDGER = "ledger.json"  # inside data/: swapped in together with the tables it describes
 CHECKSUM_FILE = "batch.sha256"  # written into a quarantine folder: the batch it holds
 LOCK = ".append.lock"
+# a landed batch folder: the table adapter's files, canonical column names
+BATCH_FILES = {"interactions": "interactions.csv", "items": "items.csv", "users": "users.csv"}
+GENRE_SEPARATOR = "|"
 EVENT_KEY = [schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP]
 KEYS = {INTERACTIONS: None, ITEMS: schema.ITEM_ID, USERS: schema.USER_ID}
 ALREADY_PRESENT = "repeat an event data/ already holds (same user, item and timestamp)"
@@ -116,6 +115,29 @@ class AppendResult:
         }
 
 
+# ---- a batch folder ---------------------------------------------------------------------
+
+
+def table_source(batch_dir: Path) -> TableSource:
+    """How the table adapter reads a batch folder (every column has its canonical name).
+
+    ``items.csv`` and ``users.csv`` are left out of a batch that brings no new rows.
+    """
+    batch_dir = Path(batch_dir)
+
+    def present(table: str) -> Path | None:
+        path = batch_dir / BATCH_FILES[table]
+        return path if path.exists() else None
+
+    return TableSource(
+        interactions=batch_dir / BATCH_FILES["interactions"],
+        items=present("items"),
+        users=present("users"),
+        columns={},
+        genre_separator=GENRE_SEPARATOR,
+    )
+
+
 # ---- the ledger ----------------------------------------------------------------------------
 
 
@@ -131,21 +153,10 @@ def batch_checksum(batch_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def read_ledger(data_dir: Path) -> list[dict]:
-    path = Path(data_dir) / LEDGER
-    return json.loads(path.read_text())["batches"] if path.exists() else []
 
 
-def data_version(ledger: list[dict]) -> str:
-    """A short content version of data/: the hash of the ordered batch checksums ("empty" first)."""
-    if not ledger:
-        return "empty"
-    digest = hashlib.sha256("\n".join(entry["sha256"] for entry in ledger).encode())
-    return digest.hexdigest()[:16]
 
 
-def current_version(data_dir: Path) -> str:
-    return data_version(read_ledger(data_dir))
 
 
 @contextmanager
@@ -164,16 +175,6 @@ def append_lock(data_dir: Path) -> Iterator[None]:
 # ---- reading what data/ holds ------------------------------------------------------------
 
 
-def read_snapshot(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """The three tables of data/ (empty frames with the right columns before the first batch)."""
-    out = {}
-    for table in TABLES:
-        path = Path(data_dir) / OUTPUT_NAMES[table]
-        if path.exists():
-            out[table] = pq.read_table(path).to_pandas()
-        else:
-            out[table] = ARROW_SCHEMAS[table].empty_table().to_pandas()
-    return out
 
 
 # ---- cross-batch validation ----------------------------------------------------------------
@@ -290,24 +291,9 @@ def merged_tables(
     return out
 
 
-def publish(tables: dict[str, pd.DataFrame], ledger: list[dict], data_dir: Path) -> list[Path]:
-    """The three tables and the ledger, swapped in together; other files in data/ are kept."""
-
-    def fill(folder: Path) -> list[Path]:
-        written = []
-        for table in TABLES:
-            path = folder / OUTPUT_NAMES[table]
-            write_table(FINALISERS[table](tables[table]), path, ARROW_SCHEMAS[table])
-            written.append(path)
-        ledger_path = folder / LEDGER
-        ledger_path.write_text(json.dumps({"batches": ledger}, indent=2, sort_keys=True) + "\n")
-        written.append(ledger_path)
-        return written
-
-    return publish_dir(Path(data_dir), fill, keep_others=True)
 
 
-def track_with_dvc(data_dir: Path = paths.DATA, root: Path = paths.ROOT) -> str | None:
+def track_with_dvc(data_dir: Path = PROJECT.data, root: Path = PROJECT.root) -> str | None:
     """``dvc add data`` so data.dvc names the new snapshot; returns the md5 DVC recorded."""
     import yaml
 
@@ -326,12 +312,10 @@ def track_with_dvc(data_dir: Path = paths.DATA, root: Path = paths.ROOT) -> str 
     return outs[0].get("md5")
 
 
-def _ingest_params(params: Params | IngestParams) -> IngestParams:
-    return params.ingest if isinstance(params, Params) else params
 
 
 def append_batch(
-    params: Params | IngestParams,
+    cfg: IngestParams,
     batch_dir: Path,
     *,
     data_dir: Path | None = None,
@@ -345,10 +329,9 @@ def append_batch(
     Raises SourceError, PseudonymKeyError or BatchNameError when the batch cannot be used.
     """
     started = time.perf_counter()
-    cfg = _ingest_params(params)
     batch_dir = Path(batch_dir)
-    data_dir = Path(data_dir or paths.DATA)
-    quarantine_dir = Path(quarantine_dir or paths.QUARANTINE)
+    data_dir = Path(data_dir or PROJECT.data)
+    quarantine_dir = Path(quarantine_dir or PROJECT.quarantine)
     batch = check_batch_name(batch_dir.name)
     checksum = batch_checksum(batch_dir)
     now = now or datetime.now(UTC)
@@ -381,9 +364,7 @@ def append_batch(
         if held_sum.exists() and held_sum.read_text().strip() == checksum:
             return duplicate(f"already quarantined in {held_in}", quarantine=held_in)
 
-        key = checked_key(key, key_path or paths.PSEUDONYM_KEY, data_dir, False)
-        from pipelines.data.replay import table_source  # the batch folder layout
-
+        key = checked_key(key, key_path or PROJECT.pseudonym_key, data_dir, False)
         source = table_source(batch_dir)
         raw = read_table_source(source, batch_dir, feedback=cfg.feedback)
         held = read_snapshot(data_dir)
@@ -439,7 +420,7 @@ def append_batch(
                 "appended_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             },
         ]
-        publish(merged_tables(held, tables), new_ledger, data_dir)
+        write_snapshot(merged_tables(held, tables), data_dir, new_ledger)
         if read_fingerprint(fingerprint_path(data_dir)) != key_fingerprint(key):
             write_fingerprint(fingerprint_path(data_dir), key)
         version = data_version(new_ledger)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pipelines import schema
+from pipelines.core import schema
 from pipelines.data.privacy import (
     PSEUDONYM_PATTERN,
     SHORT_LABEL_MAX,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import schema
 
 KEY_ENV = "RECOPS_PSEUDONYM_KEY"
 KEY_BYTES = 32

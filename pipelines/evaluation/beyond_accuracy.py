@@ -25,8 +25,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from pipelines.core.schema import AGE_BAND, GENDER
 from pipelines.evaluation.metrics import catalogue_coverage
-from pipelines.schema import AGE_BAND, GENDER
 
 UNKNOWN_SEGMENT = "unknown"  # label of a user whose attribute is missing
 

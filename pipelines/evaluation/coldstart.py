@@ -66,7 +66,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipelines.config import ColdStartParams
+from pipelines.core.config import ColdStartParams
+from pipelines.core.schema import SEQ_ITEMS, SEQ_N_TRAIN, SEQ_TIMESTAMPS, TEST, USER_IDX
 from pipelines.evaluation.metrics import (
     candidate_metrics,
     ndcg_from_ranks,
@@ -78,7 +79,6 @@ from pipelines.features.dataset import SideInfo, train_data
 from pipelines.features.sequences import histories_for, remove_items, targets_for
 from pipelines.models import Histories, Recommender, build_model
 from pipelines.models.base import TrainData, Validation
-from pipelines.schema import SEQ_ITEMS, SEQ_N_TRAIN, SEQ_TIMESTAMPS, TEST, USER_IDX
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import paths
+from pipelines.core.io import verify_checksum
+from pipelines.core.paths import PROJECT
+from pipelines.core.schema import GENRES, ITEM_IDX, SEQ_N_TRAIN, TITLE, USER_IDX, VALID, YEAR
 from pipelines.features.batch import TrainData, Validation
 from pipelines.features.profiles import profile_codes, profile_sizes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
 from pipelines.features.text import item_text
-from pipelines.io import verify_checksum
-from pipelines.schema import GENRES, ITEM_IDX, SEQ_N_TRAIN, TITLE, USER_IDX, VALID, YEAR
 
 
 @dataclass(frozen=True)
@@ -53,17 +53,17 @@ def _in_index_order(frame: pd.DataFrame, column: str, what: Path) -> pd.DataFram
 
 
 def load_dataset(
-    features_dir: Path = paths.FEATURES_DIR,
-    items_path: Path = paths.SPLIT_ITEMS,
-    embeddings_path: Path = paths.ITEM_EMBEDDINGS,
+    features_dir: Path = PROJECT.features_dir,
+    items_path: Path = PROJECT.split_items,
+    embeddings_path: Path = PROJECT.item_embeddings,
 ) -> Dataset:
     """The feature sequences and everything else a model may use."""
-    sequences_path = features_dir / paths.SEQUENCES.name
-    profiles_path = features_dir / paths.PROFILES.name
+    sequences_path = features_dir / PROJECT.sequences.name
+    profiles_path = features_dir / PROJECT.profiles.name
     sequences = _in_index_order(pd.read_parquet(sequences_path), USER_IDX, sequences_path)
     profiles = _in_index_order(pd.read_parquet(profiles_path), USER_IDX, profiles_path)
     items = _in_index_order(pd.read_parquet(items_path), ITEM_IDX, items_path)
-    vocabulary = json.loads((features_dir / paths.PROFILE_VOCAB.name).read_text())
+    vocabulary = json.loads((features_dir / PROJECT.profile_vocab.name).read_text())
     embeddings = None
     if embeddings_path.exists():
         verify_checksum(embeddings_path)

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import paths, schema
-from pipelines.config import EmbedParams
-from pipelines.device import resolve_device
+from pipelines.core import schema
+from pipelines.core.config import EmbedParams
+from pipelines.core.device import resolve_device
+from pipelines.core.io import atomic_write, write_checksums, write_json, write_npy
+from pipelines.core.paths import PROJECT
 from pipelines.features.text import TextEncoder, item_text
-from pipelines.io import atomic_write, write_checksums, write_json, write_npy
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +186,10 @@ def _default_encoder(params: EmbedParams) -> TextEncoder:
 def embed_catalogue(
     params: EmbedParams,
     *,
-    items_path: Path = paths.SPLIT_ITEMS,
-    embeddings_path: Path = paths.ITEM_EMBEDDINGS,
-    meta_path: Path = paths.EMBEDDINGS_META,
-    cache_dir: Path = paths.EMBED_CACHE,
+    items_path: Path = PROJECT.split_items,
+    embeddings_path: Path = PROJECT.item_embeddings,
+    meta_path: Path = PROJECT.embeddings_meta,
+    cache_dir: Path = PROJECT.embed_cache,
     encoder: TextEncoder | EncoderFactory | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.schema import PROFILE_COLUMNS, UNKNOWN, USER_IDX
+from pipelines.core.schema import PROFILE_COLUMNS, UNKNOWN, USER_IDX
 
 
 def profile_vocabulary(users: pd.DataFrame) -> dict[str, list[str]]:

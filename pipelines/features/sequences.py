@@ -17,9 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from pipelines.features.batch import Histories
-from pipelines.features.time import time_features
-from pipelines.schema import (
+from pipelines.core.schema import (
     ITEM_IDX,
     SEQ_GAPS,
     SEQ_HOURS,
@@ -35,6 +33,8 @@ from pipelines.schema import (
     USER_IDX,
     VALID,
 )
+from pipelines.features.batch import Histories
+from pipelines.features.time import time_features
 
 Split = Literal["train", "valid", "test"]
 

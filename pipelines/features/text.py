@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.device import resolve_device
+from pipelines.core.device import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.schema import SEQ_GAPS, SEQ_HOURS, SEQ_WEEKDAYS
+from pipelines.core.schema import SEQ_GAPS, SEQ_HOURS, SEQ_WEEKDAYS
 
 SECONDS_PER_DAY = 86_400
 

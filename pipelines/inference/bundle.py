@@ -28,12 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import paths
-from pipelines.features.profiles import profile_codes
-from pipelines.features.text import item_text
-from pipelines.io import write_json, write_npy, write_parquet
-from pipelines.models import Recommender, load_model
-from pipelines.schema import (
+from pipelines.core.io import write_json, write_npy, write_parquet
+from pipelines.core.paths import PROJECT
+from pipelines.core.schema import (
     GENRES,
     ITEM_ID,
     ITEM_IDX,
@@ -45,14 +42,17 @@ from pipelines.schema import (
     USER_IDX,
     YEAR,
 )
+from pipelines.features.profiles import profile_codes
+from pipelines.features.text import item_text
+from pipelines.models import Recommender, load_model
 
 MODEL = "model"
 ITEMS = "items.parquet"
 ITEM_VECTORS = "item_vectors.npy"
 USERS = "users.parquet"
-SEQUENCES = paths.SEQUENCES.name
-PROFILES = paths.PROFILES.name
-PROFILE_VOCAB = paths.PROFILE_VOCAB.name
+SEQUENCES = PROJECT.sequences.name
+PROFILES = PROJECT.profiles.name
+PROFILE_VOCAB = PROJECT.profile_vocab.name
 CARD = "card.json"
 
 
@@ -152,10 +152,10 @@ def write_bundle(
     """Fill ``directory`` with a servable bundle from the pipeline's artifacts."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, directory / MODEL)
-    items = pd.read_parquet(split_dir / paths.SPLIT_ITEMS.name).sort_values(ITEM_IDX)
+    items = pd.read_parquet(split_dir / PROJECT.split_items.name).sort_values(ITEM_IDX)
     write_parquet(items[[ITEM_IDX, ITEM_ID, TITLE, YEAR, GENRES]], directory / ITEMS)
     write_npy(np.load(embeddings_path).astype(np.float32), directory / ITEM_VECTORS)
-    users = pd.read_parquet(split_dir / paths.SPLIT_USERS.name).sort_values(USER_IDX)
+    users = pd.read_parquet(split_dir / PROJECT.split_users.name).sort_values(USER_IDX)
     write_parquet(users[[USER_IDX, USER_ID]], directory / USERS)
     for name in (SEQUENCES, PROFILES, PROFILE_VOCAB):
         shutil.copy2(features_dir / name, directory / name)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.io import verify_checksum
+from pipelines.core.io import verify_checksum
 from pipelines.models.base import MODEL_META, Histories, Recommender, TrainData
 from pipelines.models.ease import EASE
 from pipelines.models.fusion_transformer import FusionTransformer

@@ -27,9 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from pipelines.core.io import atomic_path, verify_checksum, write_checksums, write_json
+
 # the data a model consumes is defined one layer down, with the features that build it
 from pipelines.features.batch import PAD, Histories, TrainData, Validation
-from pipelines.io import atomic_path, verify_checksum, write_checksums, write_json
 
 MODEL_META = "model.json"  # name, n_items and every config value
 MODEL_STATE = "state.pt"  # the weights, a plain state dict

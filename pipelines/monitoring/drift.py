@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
-from pipelines.io import write_json, write_text
+from pipelines.core import schema
+from pipelines.core.config import MonitoringParams
+from pipelines.core.io import write_json, write_text
 from pipelines.monitoring.quality import Ranker, next_item_ndcg
-from pipelines.monitoring.settings import MonitoringParams
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import schema
 
 # histories (item ids, oldest first) and their timestamps -> top-k item ids per history
 Ranker = Callable[[Sequence[Sequence[str]], Sequence[Sequence[int]], int], list[list[str]]]

@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines import io, paths
-from pipelines.config import Params, ParamsError, load_params
+from pipelines.core import io
+from pipelines.core.config import Params, ParamsError, load_params
+from pipelines.core.paths import PROJECT
 
 log = logging.getLogger("pipelines.stages")
 
@@ -92,7 +93,7 @@ def _describe_error(err: BaseException, writes: Mapping[str, Path]) -> str:
 
 def _describe(name: str, default: Path) -> str:
     try:
-        return str(Path(default).relative_to(paths.ROOT))
+        return str(Path(default).relative_to(PROJECT.root))
     except ValueError:
         return str(default)
 
@@ -126,7 +127,7 @@ def parser_for(
     parser.add_argument(
         "--params",
         type=Path,
-        default=paths.PARAMS,
+        default=PROJECT.params,
         metavar="FILE",
         help="the params file to read (default: params.yaml at the repository root)",
     )

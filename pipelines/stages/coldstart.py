@@ -11,24 +11,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines import paths
-from pipelines.config import ColdStartParams, Params
+from pipelines.core.config import ColdStartParams, Params
+from pipelines.core.io import write_json, write_text
+from pipelines.core.paths import PROJECT
 from pipelines.evaluation.coldstart import FitInputs, run_protocols
 from pipelines.features.dataset import load_dataset
-from pipelines.io import write_json, write_text
 from pipelines.models import Recommender
 from pipelines.stages import cli
 from pipelines.stages.render import markdown_table
 from pipelines.training.fit import check_params, fit_or_reuse, read_tuned, resolve
 
 READS = {
-    "features": paths.FEATURES_DIR,
-    "items": paths.SPLIT_ITEMS,
-    "embeddings": paths.ITEM_EMBEDDINGS,
-    "tuned": paths.TUNE_BEST,
-    "models": paths.MODELS_DIR,
+    "features": PROJECT.features_dir,
+    "items": PROJECT.split_items,
+    "embeddings": PROJECT.item_embeddings,
+    "tuned": PROJECT.tune_best,
+    "models": PROJECT.models_dir,
 }
-WRITES = {"out": paths.COLDSTART_DIR}
+WRITES = {"out": PROJECT.coldstart_dir}
 
 
 def coldstart_markdown(metrics: dict[str, Any], settings: ColdStartParams) -> str:
@@ -114,8 +114,8 @@ def run(
         params.features.max_gap_days,
     )
     table = coldstart_markdown(metrics, params.coldstart)
-    write_json(metrics, out / paths.COLDSTART_METRICS.name)
-    write_text(table, out / paths.COLDSTART_MD.name)
+    write_json(metrics, out / PROJECT.coldstart_metrics.name)
+    write_text(table, out / PROJECT.coldstart_md.name)
     print(table)
     return {"models": list(params.coldstart.models)}
 

@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import replaced_dir
+from pipelines.core.paths import PROJECT
 from pipelines.features.embedding import embed_catalogue
-from pipelines.io import replaced_dir
 from pipelines.stages import cli
 
-READS = {"items": paths.SPLIT_ITEMS, "cache": paths.EMBED_CACHE}
-WRITES = {"out": paths.EMBEDDINGS_DIR}
+READS = {"items": PROJECT.split_items, "cache": PROJECT.embed_cache}
+WRITES = {"out": PROJECT.embeddings_dir}
 
 
 def run(params: Params, items: Path, cache: Path, out: Path) -> dict[str, Any]:
@@ -21,8 +21,8 @@ def run(params: Params, items: Path, cache: Path, out: Path) -> dict[str, Any]:
         return embed_catalogue(
             params.embed,
             items_path=items,
-            embeddings_path=staging / paths.ITEM_EMBEDDINGS.name,
-            meta_path=staging / paths.EMBEDDINGS_META.name,
+            embeddings_path=staging / PROJECT.item_embeddings.name,
+            meta_path=staging / PROJECT.embeddings_meta.name,
             cache_dir=cache,
         )
 

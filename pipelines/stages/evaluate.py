@@ -17,23 +17,23 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import write_json, write_text
+from pipelines.core.paths import PROJECT
+from pipelines.core.schema import TEST, VALID
 from pipelines.evaluation.beyond_accuracy import fairness_markdown, fairness_table, item_popularity
 from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
 from pipelines.features.profiles import profile_codes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
-from pipelines.io import write_json, write_text
 from pipelines.models import load_model
-from pipelines.schema import TEST, VALID
 from pipelines.stages import cli
 from pipelines.stages.render import markdown_table
 
 log = logging.getLogger(__name__)
 
 SPLITS = (VALID, TEST)
-READS = {"features": paths.FEATURES_DIR, "models": paths.MODELS_DIR}
-WRITES = {"out": paths.EVAL_DIR}
+READS = {"features": PROJECT.features_dir, "models": PROJECT.models_dir}
+WRITES = {"out": PROJECT.eval_dir}
 
 
 def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> str:
@@ -50,8 +50,8 @@ def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int
 
 def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, Any]:
     k, batch_size = params.evaluate.k, params.evaluate.batch_size
-    sequences = pd.read_parquet(features / paths.SEQUENCES.name)
-    profile_frame = pd.read_parquet(features / paths.PROFILES.name)
+    sequences = pd.read_parquet(features / PROJECT.sequences.name)
+    profile_frame = pd.read_parquet(features / PROJECT.profiles.name)
     profiles = profile_codes(profile_frame)
     inputs = {
         split: (histories_for(sequences, split, profiles), targets_for(sequences, split))
@@ -82,9 +82,9 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     table = leaderboard_markdown(metrics, k)
     sections = [f"#### {name}\n\n{fairness_markdown(fairness[name], k)}" for name in fairness]
     table += "\n### fairness (test NDCG per segment)\n\n" + "\n".join(sections)
-    write_json(metrics, out / paths.EVAL_METRICS.name)
-    write_json(fairness, out / paths.FAIRNESS.name)
-    write_text(table, out / paths.LEADERBOARD_MD.name)
+    write_json(metrics, out / PROJECT.eval_metrics.name)
+    write_json(fairness, out / PROJECT.fairness.name)
+    write_text(table, out / PROJECT.leaderboard_md.name)
     print(table)
     return {"models": sorted(metrics)}
 

@@ -8,27 +8,27 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import replaced_dir, write_json, write_parquet
+from pipelines.core.paths import PROJECT
+from pipelines.core.schema import SEQ_ITEMS
 from pipelines.features.profiles import encode_profiles, profile_vocabulary
 from pipelines.features.sequences import build_sequences
-from pipelines.io import replaced_dir, write_json, write_parquet
-from pipelines.schema import SEQ_ITEMS
 from pipelines.stages import cli
 
-READS = {"split": paths.SPLIT_DIR}
-WRITES = {"out": paths.FEATURES_DIR}
+READS = {"split": PROJECT.split_dir}
+WRITES = {"out": PROJECT.features_dir}
 
 
 def run(params: Params, split: Path, out: Path) -> dict[str, Any]:
-    events = pd.read_parquet(split / paths.SPLIT_INTERACTIONS.name)
-    users = pd.read_parquet(split / paths.SPLIT_USERS.name)
+    events = pd.read_parquet(split / PROJECT.split_interactions.name)
+    users = pd.read_parquet(split / PROJECT.split_users.name)
     sequences = build_sequences(events, params.features.max_gap_days)
     vocabulary = profile_vocabulary(users)
     with replaced_dir(out) as staging:
-        write_parquet(sequences, staging / paths.SEQUENCES.name)
-        write_parquet(encode_profiles(users, vocabulary), staging / paths.PROFILES.name)
-        write_json(vocabulary, staging / paths.PROFILE_VOCAB.name)
+        write_parquet(sequences, staging / PROJECT.sequences.name)
+        write_parquet(encode_profiles(users, vocabulary), staging / PROJECT.profiles.name)
+        write_json(vocabulary, staging / PROJECT.profile_vocab.name)
     return {"users": len(sequences), "events": int(sequences[SEQ_ITEMS].map(len).sum())}
 
 

@@ -32,10 +32,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipelines import paths
-from pipelines.config import ParamsError, load_params
-from pipelines.data.ingest import BatchNameError, ingest, summary
+from pipelines.core.config import ParamsError, load_params
+from pipelines.core.paths import PROJECT
+from pipelines.data.ingest import ingest, summary
 from pipelines.data.privacy import PseudonymKeyError
+from pipelines.data.quarantine import BatchNameError
 from pipelines.data.sources import SourceError
 from pipelines.stages.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNEXPECTED, setup_logging
 
@@ -58,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--params",
         type=Path,
-        default=paths.PARAMS,
+        default=PROJECT.params,
         metavar="FILE",
         help="the params file to read; relative paths in ingest.table resolve against "
         "its folder (default: params.yaml at the repository root)",
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         result = ingest(
-            params,
+            params.ingest,
             args.batch,
             data_dir=args.data_dir,
             quarantine_dir=args.quarantine_dir,

@@ -22,12 +22,12 @@ from typing import Any
 
 import yaml
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import sha256_file, write_json
+from pipelines.core.paths import PROJECT
 from pipelines.evaluation.blessing import BlessingRule, Evidence, bless, coldstart_slices
 from pipelines.inference import release
 from pipelines.inference.bundle import write_bundle
-from pipelines.io import sha256_file, write_json
 from pipelines.stages import cli
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ SERVICE = "services.recommender:RecommenderService"
 BENTO_INCLUDE = [
     "services/*.py",
     "services/requirements.txt",
-    "pipelines/*.py",
+    "pipelines/__init__.py",
+    "pipelines/core/*.py",
     "pipelines/data/__init__.py",
     "pipelines/data/privacy.py",
     *(f"pipelines/{layer}/*.py" for layer in ("features", "models", "evaluation", "inference")),
@@ -47,16 +48,16 @@ BENTO_EXCLUDE = ["**/__pycache__/"]
 
 
 READS = {
-    "selection": paths.SELECTION,
-    "metrics": paths.EVAL_METRICS,
-    "coldstart": paths.COLDSTART_METRICS,
-    "models": paths.MODELS_DIR,
-    "features": paths.FEATURES_DIR,
-    "split": paths.SPLIT_DIR,
-    "embeddings": paths.ITEM_EMBEDDINGS,
-    "data_dvc": paths.DATA_DVC,
+    "selection": PROJECT.selection,
+    "metrics": PROJECT.eval_metrics,
+    "coldstart": PROJECT.coldstart_metrics,
+    "models": PROJECT.models_dir,
+    "features": PROJECT.features_dir,
+    "split": PROJECT.split_dir,
+    "embeddings": PROJECT.item_embeddings,
+    "data_dvc": PROJECT.data_dvc,
 }
-WRITES = {"out": paths.RELEASE_DIR, "bentoml_home": paths.BENTOML_HOME}
+WRITES = {"out": PROJECT.release_dir, "bentoml_home": PROJECT.bentoml_home}
 
 
 def data_hash(data_dvc: Path) -> str | None:
@@ -151,7 +152,7 @@ def run(
             "version": f"{release.MODEL_NAME}:{version}",
             "metrics": {**measured, "coldstart": {"new_items": new_items, "new_users": new_users}},
             "data_hash": data_hash(data_dvc),
-            "commit": git_commit(paths.ROOT),
+            "commit": git_commit(PROJECT.root),
             "blessing": decision.to_dict(),
             "serve": serve.model_dump(),
         }
@@ -172,12 +173,12 @@ def run(
                 },
                 labels={"model": winner},
                 service=SERVICE,
-                build_ctx=paths.ROOT,
+                build_ctx=PROJECT.root,
                 include=BENTO_INCLUDE,
                 exclude=BENTO_EXCLUDE,
             )
         record["released"] = {"model": model_tag, "bento": bento_tag}
-    write_json(record, out / paths.BLESSING.name)
+    write_json(record, out / PROJECT.blessing.name)
     verdict = "blessed" if decision.blessed else "not blessed; the champion stays"
     print(f"{winner}: {verdict}")
     for reason in decision.reasons:

@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import write_json, write_text
+from pipelines.core.paths import PROJECT
 from pipelines.evaluation.selection import decision, leaderboard
-from pipelines.io import write_json, write_text
 from pipelines.stages import cli
 from pipelines.stages.render import markdown_table
 
-READS = {"metrics": paths.EVAL_METRICS, "tuned": paths.TUNE_BEST}
-WRITES = {"out": paths.SELECTION_DIR}
+READS = {"metrics": PROJECT.eval_metrics, "tuned": PROJECT.tune_best}
+WRITES = {"out": PROJECT.selection_dir}
 
 
 def leaderboard_markdown(rows: list[dict], metric: str, tuned: dict[str, dict]) -> str:
@@ -44,11 +44,11 @@ def run(params: Params, metrics: Path, tuned: Path, out: Path) -> dict[str, Any]
     trials = json.loads(tuned.read_text()) if tuned.exists() else {}
     chosen = decision(measured, metric)
     rows = leaderboard(measured, metric)
-    write_json(rows, out / paths.SELECTION_LEADERBOARD_JSON.name)
+    write_json(rows, out / PROJECT.selection_leaderboard_json.name)
     write_text(
-        leaderboard_markdown(rows, metric, trials), out / paths.SELECTION_LEADERBOARD_MD.name
+        leaderboard_markdown(rows, metric, trials), out / PROJECT.selection_leaderboard_md.name
     )
-    write_json(chosen, out / paths.SELECTION.name)
+    write_json(chosen, out / PROJECT.selection.name)
     print(
         f"winner: {chosen['winner']} (valid {metric} = {chosen['valid'][metric]:.4f}; "
         f"test {metric} = {chosen['test'][metric]:.4f})"

@@ -9,22 +9,22 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import replaced_dir, write_json, write_parquet
+from pipelines.core.paths import PROJECT
 from pipelines.data.split import catalogue, split_interactions, split_stats, user_table
-from pipelines.io import replaced_dir, write_json, write_parquet
 from pipelines.stages import cli
 
 log = logging.getLogger(__name__)
 
-READS = {"data": paths.DATA}
-WRITES = {"out": paths.SPLIT_DIR}
+READS = {"data": PROJECT.data}
+WRITES = {"out": PROJECT.split_dir}
 
 
 def run(params: Params, data: Path, out: Path) -> dict[str, Any]:
-    interactions = pd.read_parquet(data / paths.INTERACTIONS.name)
-    items = pd.read_parquet(data / paths.ITEMS.name)
-    users = pd.read_parquet(data / paths.USERS.name)
+    interactions = pd.read_parquet(data / PROJECT.interactions.name)
+    items = pd.read_parquet(data / PROJECT.items.name)
+    users = pd.read_parquet(data / PROJECT.users.name)
     log.info(
         "read %d interactions, %d items, %d users from %s",
         len(interactions),
@@ -35,10 +35,10 @@ def run(params: Params, data: Path, out: Path) -> dict[str, Any]:
     split = split_interactions(interactions, params.split.min_count, params.split.tie_break)
     stats = split_stats(split, len(interactions))
     with replaced_dir(out) as staging:
-        write_parquet(split, staging / paths.SPLIT_INTERACTIONS.name)
-        write_parquet(catalogue(split, items), staging / paths.SPLIT_ITEMS.name)
-        write_parquet(user_table(split, users), staging / paths.SPLIT_USERS.name)
-        write_json(stats, staging / paths.SPLIT_STATS.name)
+        write_parquet(split, staging / PROJECT.split_interactions.name)
+        write_parquet(catalogue(split, items), staging / PROJECT.split_items.name)
+        write_parquet(user_table(split, users), staging / PROJECT.split_users.name)
+        write_json(stats, staging / PROJECT.split_stats.name)
     return stats
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import replaced_dir, write_json
+from pipelines.core.paths import PROJECT
 from pipelines.features.dataset import load_dataset, train_data, validation
-from pipelines.io import replaced_dir, write_json
 from pipelines.stages import cli
 from pipelines.training.fit import (
     check_params,
@@ -34,14 +34,14 @@ from pipelines.training.fit import (
 log = logging.getLogger(__name__)
 
 READS = {
-    "features": paths.FEATURES_DIR,
-    "items": paths.SPLIT_ITEMS,
-    "embeddings": paths.ITEM_EMBEDDINGS,
-    "tuned": paths.TUNE_BEST,
-    "fitted": paths.TUNE_FITTED,
-    "checkpoints": paths.CHECKPOINTS,
+    "features": PROJECT.features_dir,
+    "items": PROJECT.split_items,
+    "embeddings": PROJECT.item_embeddings,
+    "tuned": PROJECT.tune_best,
+    "fitted": PROJECT.tune_fitted,
+    "checkpoints": PROJECT.checkpoints,
 }
-WRITES = {"out": paths.MODELS_DIR}
+WRITES = {"out": PROJECT.models_dir}
 
 TRAINING_RECORD = "training.json"
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import optuna
 
-from pipelines import paths
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.io import replaced_dir, write_json, write_text
+from pipelines.core.paths import PROJECT
 from pipelines.features.dataset import load_dataset, train_data, validation
-from pipelines.io import replaced_dir, write_json, write_text
 from pipelines.stages import cli
 from pipelines.training.fit import check_params
 from pipelines.training.tuning import (
@@ -40,13 +40,13 @@ from pipelines.training.tuning import (
 log = logging.getLogger(__name__)
 
 READS = {
-    "features": paths.FEATURES_DIR,
-    "items": paths.SPLIT_ITEMS,
-    "embeddings": paths.ITEM_EMBEDDINGS,
-    "studies": paths.TUNE_CACHE,
+    "features": PROJECT.features_dir,
+    "items": PROJECT.split_items,
+    "embeddings": PROJECT.item_embeddings,
+    "studies": PROJECT.tune_cache,
 }
-WRITES = {"out": paths.TUNE_DIR}
-FITTED = paths.TUNE_FITTED.name  # the best trial's fitted model per model
+WRITES = {"out": PROJECT.tune_dir}
+FITTED = PROJECT.tune_fitted.name  # the best trial's fitted model per model
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -66,7 +66,7 @@ def run(
     train = train_data(dataset.sequences, dataset.side)
     valid = validation(dataset.sequences, dataset.side)
     data_digest = file_digest(
-        features / paths.SEQUENCES.name, features / paths.PROFILES.name, items, embeddings
+        features / PROJECT.sequences.name, features / PROJECT.profiles.name, items, embeddings
     )
     best, rows = {}, []
     with replaced_dir(out) as staging:
@@ -108,8 +108,8 @@ def run(
                 best[name]["pruned"],
                 time.perf_counter() - started,
             )
-        write_json(best, staging / paths.TUNE_BEST.name)
-        write_text(to_csv(rows), staging / paths.TUNE_HISTORY.name)
+        write_json(best, staging / PROJECT.tune_best.name)
+        write_text(to_csv(rows), staging / PROJECT.tune_history.name)
     return {name: entry["value"] for name, entry in best.items()}
 
 

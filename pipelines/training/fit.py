@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from pipelines.config import MODEL_NAMES, Params, ParamsError, TrainParams
-from pipelines.io import write_json
+from pipelines.core.config import MODEL_NAMES, Params, ParamsError, TrainParams
+from pipelines.core.io import write_json
 from pipelines.models import MODELS, Recommender, TrainData, load_model
 from pipelines.models.base import Validation, config_from_dict, config_to_dict
 from pipelines.training.loop import TrainerConfig, TrainResult, data_digest, fit_gradient

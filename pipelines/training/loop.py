@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipelines.device import resolve_device
+from pipelines.core.device import resolve_device
+from pipelines.core.io import atomic_path
 from pipelines.evaluation.ranking import evaluate_model
-from pipelines.io import atomic_path
 from pipelines.models.base import PAD, Histories, Recommender, TrainData, Validation
 
 log = logging.getLogger(__name__)

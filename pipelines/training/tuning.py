@@ -24,9 +24,9 @@ from typing import Any
 
 import optuna
 
-from pipelines.config import Params, SearchDimension, SearchSpace
+from pipelines.core.config import Params, SearchDimension, SearchSpace
+from pipelines.core.io import write_json
 from pipelines.evaluation.ranking import evaluate_model
-from pipelines.io import write_json
 from pipelines.models import Recommender
 from pipelines.models.base import TrainData, Validation, config_to_dict
 from pipelines.training.fit import (

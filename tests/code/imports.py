@@ -5,17 +5,17 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 
-PACKAGE = paths.ROOT / "pipelines"
+PACKAGE = PROJECT.root / "pipelines"
 
 
 def module_file(module: str) -> Path | None:
     """The file of a dotted ``pipelines`` module (a package's ``__init__.py``), or None."""
     relative = Path(*module.split("."))
     for candidate in (
-        paths.ROOT / relative.with_suffix(".py"),
-        paths.ROOT / relative / "__init__.py",
+        PROJECT.root / relative.with_suffix(".py"),
+        PROJECT.root / relative / "__init__.py",
     ):
         if candidate.exists():
             return candidate
@@ -23,7 +23,7 @@ def module_file(module: str) -> Path | None:
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(paths.ROOT).with_suffix("").parts
+    parts = path.relative_to(PROJECT.root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 

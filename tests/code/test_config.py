@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import paths
-from pipelines.config import ParamsError, load_params
+from pipelines.core.config import (
+    ParamsError,
+    load_params,
+    overridden_params,
+    parse_overrides,
+    with_overrides,
+)
+from pipelines.core.paths import PROJECT
 from pipelines.training.fit import check_params
 
 
 def test_shipped_params_load_and_check() -> None:
-    params = load_params(paths.PARAMS)
+    params = load_params(PROJECT.params)
     assert params.split.min_count == 5
     assert params.train.section("ease")["l2"] > 0
     check_params(params)
@@ -53,6 +59,36 @@ def test_missing_and_broken_files(tmp_path) -> None:
 
 
 def test_params_are_frozen() -> None:
-    params = load_params(paths.PARAMS)
+    params = load_params(PROJECT.params)
     with pytest.raises(Exception, match="frozen"):
         params.seed = 1  # type: ignore[misc]
+
+
+# ---- overrides (profiles/*.args, the replay workspace's params) ----
+
+PROFILE = PROJECT.root / "profiles" / "replay.args"
+
+
+def test_overrides_parse_as_yaml_values():
+    lines = ["# a comment", "", "-S tune.trials={ease: 4}", "-S train.models=[ease]  # why"]
+    assert parse_overrides(lines) == {"tune.trials": {"ease": 4}, "train.models": ["ease"]}
+    with pytest.raises(ParamsError, match="expected '-S key=value'"):
+        parse_overrides(["tune.trials.ease=4"])
+
+
+def test_overrides_set_keys_and_refuse_a_misspelt_section():
+    params = {"tune": {"trials": {"ease": 8, "sasrec": 2}}, "seed": 1}
+    out = with_overrides(params, {"tune.trials": {"ease": 4}, "seed": 2})
+    assert out == {"tune": {"trials": {"ease": 4}}, "seed": 2}
+    assert params["tune"]["trials"]["sasrec"] == 2  # the input is left as it was
+    with pytest.raises(ParamsError, match="no section 'tunes'"):
+        with_overrides(params, {"tunes.trials.ease": 4})
+
+
+def test_the_replay_profile_gives_valid_params_with_fewer_models():
+    _, overridden = overridden_params(
+        PROJECT.params, parse_overrides(PROFILE.read_text().splitlines())
+    )
+    assert set(overridden.train.models) < set(load_params(PROJECT.params).train.models)
+    assert "fusion_transformer" in overridden.train.models
+    assert set(overridden.tune.trials) <= set(overridden.train.models)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import yaml
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from tests.code.imports import closure
 
-STAGES = yaml.safe_load((paths.ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = yaml.safe_load((PROJECT.root / "dvc.yaml").read_text())["stages"]
 
 
 def stage_deps(stage: dict) -> set[Path]:
     return {
-        paths.ROOT / (dep if isinstance(dep, str) else next(iter(dep))) for dep in stage["deps"]
+        PROJECT.root / (dep if isinstance(dep, str) else next(iter(dep))) for dep in stage["deps"]
     }
 
 
@@ -39,7 +39,7 @@ def test_deps_cover_the_import_closure_of_every_stage() -> None:
     for name, stage in STAGES.items():
         deps = stage_deps(stage)
         missing = sorted(
-            str(path.relative_to(paths.ROOT))
+            str(path.relative_to(PROJECT.root))
             for path in closure(f"pipelines.stages.{name}")
             if path.stat().st_size and not covered(path, deps)  # empty __init__.py run nothing
         )
@@ -52,7 +52,7 @@ def test_deps_name_only_code_the_stage_imports() -> None:
         imported = closure(f"pipelines.stages.{name}")
         for dep in stage_deps(stage):
             if dep.suffix != ".py" and not (
-                dep.is_dir() and dep.is_relative_to(paths.ROOT / "pipelines")
+                dep.is_dir() and dep.is_relative_to(PROJECT.root / "pipelines")
             ):
                 continue
             assert any(path == dep or dep in path.parents for path in imported), (name, dep)
@@ -77,13 +77,13 @@ def test_stage_outputs_match_the_paths_module() -> None:
         for out in stage.get("outs", []) + stage.get("metrics", [])
     }
     for path in (
-        paths.SPLIT_DIR,
-        paths.FEATURES_DIR,
-        paths.EMBEDDINGS_DIR,
-        paths.TUNE_DIR,
-        paths.MODELS_DIR,
-        paths.EVAL_METRICS,
-        paths.LEADERBOARD_MD,
-        paths.SELECTION,
+        PROJECT.split_dir,
+        PROJECT.features_dir,
+        PROJECT.embeddings_dir,
+        PROJECT.tune_dir,
+        PROJECT.models_dir,
+        PROJECT.eval_metrics,
+        PROJECT.leaderboard_md,
+        PROJECT.selection,
     ):
-        assert str(path.relative_to(paths.ROOT)) in declared
+        assert str(path.relative_to(PROJECT.root)) in declared

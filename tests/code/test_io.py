@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import io as io_module
-from pipelines.io import replaced_dir, write_json
+from pipelines.core import io as io_module
+from pipelines.core.io import replaced_dir, write_json
 
 
 def test_replaced_dir_swaps_in_the_new_folder_whole(tmp_path) -> None:
@@ -223,7 +223,7 @@ def test_leftovers_that_cannot_be_deleted_do_not_stop_a_publish(
     lock_files_named_undeletable(monkeypatch)
     with pytest.raises(PermissionError):  # the lock holds
         shutil.rmtree(stale)
-    logged = caplog.at_level(logging.INFO, logger="pipelines.io")
+    logged = caplog.at_level(logging.INFO, logger="pipelines.core.io")
     with logged, replaced_dir(tmp_path / "models") as staging:
         (staging / "new.txt").write_text("fresh")
     assert (tmp_path / "models" / "new.txt").read_text() == "fresh"

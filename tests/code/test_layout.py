@@ -1,7 +1,8 @@
 """The package is a library in layers (design.md §9): imports only go down.
 
-core (schema, paths, config, io, device) → data, features → models → evaluation
-→ training → inference → monitoring (it scores the served champion) → stages. Nothing
+core/ (schema, paths, config, io, device) → data, features → models → evaluation
+→ training → inference → monitoring (drift and quality; it scores the served champion)
+→ loop (the operations loop's steps, deploy, workspace, replay, stream) → stages. Nothing
 in the library imports a stage; pipelines imports nothing from dags/ or services/.
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from tests.code.imports import direct_imports
 
-PACKAGE = paths.ROOT / "pipelines"
-CORE = {"schema", "paths", "config", "io", "device"}
+PACKAGE = PROJECT.root / "pipelines"
+CORE = {"core"}
 RANK = {
     "core": 0,
     "data": 1,
@@ -24,7 +25,8 @@ RANK = {
     "training": 4,
     "inference": 5,
     "monitoring": 6,
-    "stages": 7,
+    "loop": 7,
+    "stages": 8,
 }
 
 
@@ -65,7 +67,7 @@ def test_imports_only_go_down_the_layers() -> None:
             target = layer_of(module)
             if target == layer:
                 continue
-            assert RANK[target] < RANK[layer], f"{path.relative_to(paths.ROOT)} imports {module}"
+            assert RANK[target] < RANK[layer], f"{path.relative_to(PROJECT.root)} imports {module}"
 
 
 def test_nothing_in_the_library_imports_a_stage() -> None:
@@ -73,4 +75,4 @@ def test_nothing_in_the_library_imports_a_stage() -> None:
         if layer_of(path) == "stages":
             continue
         stages = [m for m in direct_imports(path) if layer_of(m) == "stages"]
-        assert not stages, f"{path.relative_to(paths.ROOT)} imports {stages}"
+        assert not stages, f"{path.relative_to(PROJECT.root)} imports {stages}"

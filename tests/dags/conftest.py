@@ -5,7 +5,9 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +16,12 @@ atexit.register(shutil.rmtree, _HOME, True)  # the metadata DB and logs of this 
 os.environ["AIRFLOW_HOME"] = _HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(
-    os.path.dirname(__file__), "..", "..", "dags"
-)
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
+# Airflow's components put the DAG bundle's folder on sys.path (BundleDagBag), so a DAG file
+# imports dags/common.py by name; a plain DagBag in a test process does not, so we do
+if str(DAGS) not in sys.path:
+    sys.path.append(str(DAGS))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ The story is run once per module, in order, by ``Story``; each step records what
 when it ran (task states, events, files), and each test asserts on one step, so the
 tests hold in any order (pytest-randomly). Training is ``tests/dags/tiny_repro.py`` (real
 split, features, model save and package stages; written metrics) and the served server a
-stand-in with a real /readyz (``tests/monitoring/fake_server.py``); ingestion,
+stand-in with a real /readyz (``tests/loop/fake_server.py``); ingestion,
 validation, quarantine, Evidently drift, the blessing gate, the Bento build, the
 readiness-checked switch and the lineage are the real code.
 """
@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines import paths
-from pipelines.data import replay
-from pipelines.monitoring.deploy import is_ready
+from pipelines.core.paths import PROJECT
+from pipelines.loop import stream
+from pipelines.loop.deploy import is_ready
 from tests.monitoring.synthetic import synthetic_raw
 
-DAGS = paths.ROOT / "dags"
+DAGS = PROJECT.root / "dags"
 TINY_REPRO = Path(__file__).with_name("tiny_repro.py")
-SERVER = paths.ROOT / "tests" / "monitoring" / "fake_server.py"
+SERVER = PROJECT.root / "tests" / "loop" / "fake_server.py"
 READY = f"{sys.executable} {SERVER} --port {{port}} --bento {{bento}}"
 NEVER_READY = READY + " --never-ready"
 DATA, DRIFT, MODEL = "recops://data/", "recops://drift/", "recops://model/"
@@ -77,7 +77,7 @@ class Story:
 
     def __init__(self, ws: Path, dags: dict):
         self.ws, self.dags = ws, dags
-        self.stream = replay.cut(synthetic_raw(events_per_week=300, weeks=4), initial_weeks=2)
+        self.feed = stream.cut(synthetic_raw(events_per_week=300, weeks=4), initial_weeks=2)
         self.seen: dict[str, dict] = {}
 
     def _test(self, dag_id: str) -> dict:
@@ -91,7 +91,7 @@ class Story:
         }
 
     def _land(self, week: int, **variant) -> None:
-        replay.drop_week(self.stream, self.ws / "landing", week, **variant)
+        stream.drop_week(self.feed, self.ws / "landing", week, **variant)
 
     def _files(self) -> dict:
         return {
@@ -168,7 +168,7 @@ def story(airflow_db, tmp_path_factory):
     from airflow.dag_processing.dagbag import DagBag
 
     ws = tmp_path_factory.mktemp("workspace")
-    params = yaml.safe_load(paths.PARAMS.read_text())
+    params = yaml.safe_load(PROJECT.params.read_text())
     params["monitoring"].update(min_events=50, reference_rows=1000)
     params["replay"]["initial_weeks"] = 2
     params["retrain"]["ready_timeout"] = 30

@@ -28,18 +28,18 @@ import httpx
 import pytest
 import yaml
 
-from pipelines import paths
-from pipelines.data import replay
-from pipelines.monitoring.loop import ingest_batch, monitor_batch
-from pipelines.monitoring.settings import Workspace
+from pipelines.core.config import load_params
+from pipelines.core.paths import PROJECT, Layout
+from pipelines.loop import stream
+from pipelines.loop.steps import ingest_batch, monitor_batch
 from tests.dags.test_loop import READY, TINY_REPRO
 from tests.monitoring.synthetic import synthetic_raw
 
 # 2-3 min on 2 busy cores (Airflow's four components start in ~1 min): too slow for `make test`
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LAUNCHER = paths.ROOT / "dags" / "standalone.py"
-SHOTS = paths.ARTIFACTS / "screenshots"
+LAUNCHER = PROJECT.root / "dags" / "standalone.py"
+SHOTS = PROJECT.artifacts / "screenshots"
 DAG_IDS = ("recops_ingest", "recops_monitor", "recops_retrain")
 STARTUP_S, RUN_S, PAGE_MS = 300, 300, 60_000
 
@@ -52,25 +52,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _lines(stream, out: queue.Queue) -> None:
-    for line in stream:
+def _lines(feed, out: queue.Queue) -> None:
+    for line in feed:
         out.put(line)
 
 
-def _workspace(root: Path) -> Workspace:
+def _workspace(root: Path) -> Layout:
     """Weeks 0 and 1 appended by the loop's own ingest step; week 1 monitored (the report)."""
-    params = yaml.safe_load(paths.PARAMS.read_text())
+    params = yaml.safe_load(PROJECT.params.read_text())
     params["monitoring"].update(min_events=50, reference_rows=1000)
     params["replay"]["initial_weeks"] = 2
     params["retrain"]["ready_timeout"] = 30
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    ws = Workspace(root)
-    stream = replay.cut(synthetic_raw(events_per_week=300, weeks=2), initial_weeks=2)
+    ws = Layout(root)
+    loaded = load_params(ws.params)
+    feed = stream.cut(synthetic_raw(events_per_week=300, weeks=2), initial_weeks=2)
     for week in (0, 1):
-        batch = replay.drop_week(stream, ws.landing, week)
-        assert ingest_batch(ws, batch.name)["status"] == "accepted"
-    assert monitor_batch(ws, "week-01")["status"] == "no_drift"
+        batch = stream.drop_week(feed, ws.landing, week)
+        result = ingest_batch(ws, batch.name, loaded.ingest, loaded.replay)
+        assert result["status"] == "accepted"
+    assert monitor_batch(ws, "week-01", loaded.monitoring)["status"] == "no_drift"
     return ws
 
 
@@ -92,7 +94,7 @@ def airflow(tmp_path_factory):
     process = subprocess.Popen(
         command,
         env=env,
-        cwd=paths.ROOT,
+        cwd=PROJECT.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

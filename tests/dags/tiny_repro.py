@@ -27,21 +27,21 @@ ART = ROOT / "artifacts"
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
-    from pipelines import paths
-    from pipelines.config import load_params
+    from pipelines.core.config import load_params
+    from pipelines.core.io import write_json, write_npy
+    from pipelines.core.paths import PROJECT
     from pipelines.features.dataset import load_dataset, train_data
-    from pipelines.io import write_json, write_npy
     from pipelines.models import build_model
     from pipelines.stages import features, package, split
 
     params = load_params(ROOT / "params.yaml")
     split.run(params, data=ROOT / "data", out=ART / "split")
     features.run(params, split=ART / "split", out=ART / "features")
-    items = ART / "split" / paths.SPLIT_ITEMS.name
+    items = ART / "split" / PROJECT.split_items.name
     n_items = len(__import__("pandas").read_parquet(items))
     vectors = np.random.default_rng(0).normal(size=(n_items, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    embeddings = ART / "embeddings" / paths.ITEM_EMBEDDINGS.name
+    embeddings = ART / "embeddings" / PROJECT.item_embeddings.name
     write_npy(vectors, embeddings)
 
     dataset = load_dataset(ART / "features", items, embeddings)

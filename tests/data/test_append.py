@@ -12,11 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.config import IngestParams
-from pipelines.data import append as append_mod
-from pipelines.data import replay
-from pipelines.data.append import LEDGER, append_batch, read_ledger
+from pipelines.core import schema
+from pipelines.core.config import IngestParams
+from pipelines.data import snapshot as snapshot_mod
+from pipelines.loop import stream
+from pipelines.data.append import append_batch
+from pipelines.data.snapshot import LEDGER, read_ledger
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
 from tests.monitoring.synthetic import synthetic_raw
 
@@ -34,7 +35,7 @@ def _tree(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def world(tmp_path):
-    stream = replay.cut(synthetic_raw(), initial_weeks=2)
+    feed = stream.cut(synthetic_raw(), initial_weeks=2)
 
     def run(batch: Path):
         return append_batch(
@@ -45,16 +46,16 @@ def world(tmp_path):
             key=KEY,
         )
 
-    return stream, tmp_path, run
+    return feed, tmp_path, run
 
 
 def test_batches_append_and_the_ledger_records_them(world):
-    stream, tmp, run = world
-    first = run(replay.drop_week(stream, tmp / "landing"))
-    second = run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    first = run(stream.drop_week(feed, tmp / "landing"))
+    second = run(stream.drop_week(feed, tmp / "landing"))
     assert first.accepted and second.accepted
     events = pd.read_parquet(tmp / "data" / "interactions.parquet")
-    assert len(events) == (stream.weeks <= 1).sum()
+    assert len(events) == (feed.weeks <= 1).sum()
     assert events[schema.USER_ID].str.startswith("u_").all()  # privacy at the door
     ledger = read_ledger(tmp / "data")
     assert [e["batch"] for e in ledger] == ["week-00", "week-01"]
@@ -63,8 +64,8 @@ def test_batches_append_and_the_ledger_records_them(world):
 
 
 def test_the_same_batch_twice_adds_nothing(world):
-    stream, tmp, run = world
-    batch = replay.drop_week(stream, tmp / "landing")
+    feed, tmp, run = world
+    batch = stream.drop_week(feed, tmp / "landing")
     run(batch)
     before = _tree(tmp / "data")
     again = run(batch)
@@ -79,19 +80,19 @@ def test_the_same_batch_twice_adds_nothing(world):
 
 
 def test_an_event_already_held_is_rejected_and_the_batch_quarantined(world):
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
     before = _tree(tmp / "data")
     # week 0's events again, as a new batch (a different file: one more event of week 1)
-    tables = replay.batch_tables(stream, 0)
+    tables = stream.batch_tables(feed, 0)
     tables["interactions"] = pd.concat(
-        [tables["interactions"], replay.batch_tables(stream, 1)["interactions"].head(1)]
+        [tables["interactions"], stream.batch_tables(feed, 1)["interactions"].head(1)]
     )
     tables["items"] = tables["items"].iloc[:0]
     tables["users"] = tables["users"].iloc[:0]
-    result = run(replay.write_batch(tables, tmp / "landing", "replayed"))
+    result = run(stream.write_batch(tables, tmp / "landing", "replayed"))
     assert result.status == "quarantined"
-    assert result.counts["interactions"]["rejected"] == (stream.weeks == 0).sum()
+    assert result.counts["interactions"]["rejected"] == (feed.weeks == 0).sum()
     assert any("already holds" in m for m in result.messages)
     assert _tree(tmp / "data") == before
     report = json.loads((tmp / "quarantine" / "replayed" / "report.json").read_text())
@@ -99,13 +100,13 @@ def test_an_event_already_held_is_rejected_and_the_batch_quarantined(world):
 
 
 def test_references_resolve_against_data_or_the_batch_itself(world):
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
-    tables = replay.batch_tables(stream, 1)
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
+    tables = stream.batch_tables(feed, 1)
     orphan = tables["interactions"].head(1).copy()
     orphan[schema.ITEM_ID] = "999"  # neither in data/ nor in the batch's items
     tables["interactions"] = pd.concat([tables["interactions"], orphan], ignore_index=True)
-    assert run(replay.write_batch(tables, tmp / "landing", "orphan")).status == "quarantined"
+    assert run(stream.write_batch(tables, tmp / "landing", "orphan")).status == "quarantined"
     # the same item arriving with its own row is fine
     tables["items"] = pd.concat(
         [
@@ -121,14 +122,14 @@ def test_references_resolve_against_data_or_the_batch_itself(world):
         ],
         ignore_index=True,
     )
-    assert run(replay.write_batch(tables, tmp / "landing", "with-item")).status == "accepted"
+    assert run(stream.write_batch(tables, tmp / "landing", "with-item")).status == "accepted"
 
 
 def test_a_corrupted_batch_is_quarantined_once(world):
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
     before = _tree(tmp / "data")
-    bad = replay.drop_week(stream, tmp / "landing", 1, corrupted=True)
+    bad = stream.drop_week(feed, tmp / "landing", 1, corrupted=True)
     first = run(bad)
     assert first.status == "quarantined" and first.counts["interactions"]["rejected"] == 3
     assert (tmp / "quarantine" / bad.name / "report.md").exists()
@@ -137,11 +138,11 @@ def test_a_corrupted_batch_is_quarantined_once(world):
 
 
 def test_a_crash_midway_leaves_data_byte_identical(world, monkeypatch):
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
     before = _tree(tmp / "data")
     calls = []
-    real = append_mod.write_table
+    real = snapshot_mod.write_table
 
     def crash_on_second(frame, path, table_schema=None):
         calls.append(path)
@@ -149,9 +150,9 @@ def test_a_crash_midway_leaves_data_byte_identical(world, monkeypatch):
             raise OSError("injected crash while writing the second table")
         real(frame, path, table_schema)
 
-    monkeypatch.setattr(append_mod, "write_table", crash_on_second)
+    monkeypatch.setattr(snapshot_mod, "write_table", crash_on_second)
     with pytest.raises(OSError, match="injected"):
-        run(replay.drop_week(stream, tmp / "landing"))
+        run(stream.drop_week(feed, tmp / "landing"))
     assert _tree(tmp / "data") == before
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".staging")] == []
     monkeypatch.undo()
@@ -160,24 +161,24 @@ def test_a_crash_midway_leaves_data_byte_identical(world, monkeypatch):
 
 def test_a_hard_kill_midway_leaves_data_byte_identical(world):
     """os._exit skips every cleanup, like SIGKILL: only the folder swap protects data/."""
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
     before = _tree(tmp / "data")
-    batch = replay.drop_week(stream, tmp / "landing")
+    batch = stream.drop_week(feed, tmp / "landing")
     script = textwrap.dedent(
         f"""
         import os
-        from pipelines.config import IngestParams
-        from pipelines.data import append
+        from pipelines.core.config import IngestParams
+        from pipelines.data import append, snapshot
         from pipelines.data.privacy import PUBLIC_DEMO_KEY
-        real = append.write_table
+        real = snapshot.write_table
         n = []
         def die(frame, path, schema=None):
             n.append(1)
             if len(n) == 3:
                 os._exit(137)
             real(frame, path, schema)
-        append.write_table = die
+        snapshot.write_table = die
         append.append_batch(IngestParams(), {str(batch)!r}, data_dir={str(tmp / "data")!r},
                             quarantine_dir={str(tmp / "quarantine")!r}, key=PUBLIC_DEMO_KEY)
         """
@@ -192,8 +193,8 @@ def test_a_hard_kill_midway_leaves_data_byte_identical(world):
 
 
 def test_the_ledger_travels_with_the_tables(world):
-    stream, tmp, run = world
-    run(replay.drop_week(stream, tmp / "landing"))
+    feed, tmp, run = world
+    run(stream.drop_week(feed, tmp / "landing"))
     assert (tmp / "data" / LEDGER).exists()
     assert set(p.name for p in (tmp / "data").iterdir()) == {
         "interactions.parquet",

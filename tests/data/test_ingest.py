@@ -15,10 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import paths, schema
-from pipelines.config import IngestParams, Params, TableSource
+from pipelines.core import schema
+from pipelines.core.paths import PROJECT, Layout
+from pipelines.core.config import IngestParams, Params, TableSource
 from pipelines.data import ingest as ingest_module
-from pipelines.data.ingest import BatchNameError, fingerprint_path, ingest
+from pipelines.data import quarantine as quarantine_module
+from pipelines.data import snapshot as snapshot_module
+from pipelines.data.ingest import ingest
+from pipelines.data.quarantine import BatchNameError
+from pipelines.data.snapshot import fingerprint_path
 from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN, PseudonymKeyError
 from pipelines.data.sources import SourceError
 from pipelines.stages import ingest as stage
@@ -128,7 +133,7 @@ def corrupt(tmp_path) -> Params:
 @pytest.fixture
 def published(tmp_path, clean) -> dict[str, str]:
     """data/ holding an accepted snapshot (written with KEY); returns its digests."""
-    ingest(clean, "good", data_dir=tmp_path / "data", key=KEY)
+    ingest(clean.ingest, "good", data_dir=tmp_path / "data", key=KEY)
     return digests(tmp_path / "data")
 
 
@@ -137,7 +142,7 @@ def published(tmp_path, clean) -> dict[str, str]:
 
 def test_clean_source_is_published(tmp_path, clean) -> None:
     data = tmp_path / "data"
-    result = ingest(clean, "b1", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
+    result = ingest(clean.ingest, "b1", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
     assert result.accepted and result.quarantine is None
     assert sorted(p.name for p in data.iterdir()) == sorted(NAMES)
     assert not (tmp_path / "q").exists()
@@ -164,7 +169,7 @@ def test_clean_source_is_published(tmp_path, clean) -> None:
 
 def test_written_parquet_holds_no_raw_zip_age_or_user_id(tmp_path, clean) -> None:
     data = tmp_path / "data"
-    ingest(clean, "b1", data_dir=data, key=KEY)
+    ingest(clean.ingest, "b1", data_dir=data, key=KEY)
     for name in NAMES:
         cells = string_cells(data / name)
         assert not cells & RAW_ZIPS, name
@@ -177,10 +182,10 @@ def test_written_parquet_holds_no_raw_zip_age_or_user_id(tmp_path, clean) -> Non
 
 
 def test_reingesting_the_same_source_gives_identical_bytes(tmp_path, clean) -> None:
-    ingest(clean, "b1", data_dir=tmp_path / "d1", key=KEY)
-    ingest(clean, "b2", data_dir=tmp_path / "d2", key=KEY)
+    ingest(clean.ingest, "b1", data_dir=tmp_path / "d1", key=KEY)
+    ingest(clean.ingest, "b2", data_dir=tmp_path / "d2", key=KEY)
     assert digests(tmp_path / "d1") == digests(tmp_path / "d2")
-    ingest(clean, "b3", data_dir=tmp_path / "d1", key=KEY)
+    ingest(clean.ingest, "b3", data_dir=tmp_path / "d1", key=KEY)
     assert digests(tmp_path / "d1") == digests(tmp_path / "d2")
 
 
@@ -188,13 +193,13 @@ def test_other_files_in_data_survive_a_publish(tmp_path, clean) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "README").write_text("kept")
-    ingest(clean, "b1", data_dir=data, key=KEY)
+    ingest(clean.ingest, "b1", data_dir=data, key=KEY)
     assert (data / "README").read_text() == "kept"
 
 
 def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, corrupt, published) -> None:
     data, quarantine = tmp_path / "data", tmp_path / "quarantine"
-    result = ingest(corrupt, "bad", data_dir=data, quarantine_dir=quarantine, key=KEY)
+    result = ingest(corrupt.ingest, "bad", data_dir=data, quarantine_dir=quarantine, key=KEY)
     assert not result.accepted
     assert digests(data) == published
     folder = quarantine / "bad"
@@ -223,7 +228,7 @@ def test_corrupt_batch_is_quarantined_and_data_untouched(tmp_path, corrupt, publ
 def test_failed_write_leaves_data_byte_identical(tmp_path, clean, published, monkeypatch) -> None:
     data = tmp_path / "data"
     calls = []
-    original = ingest_module.write_table
+    original = snapshot_module.write_table
 
     def flaky(frame, path, table_schema=None):
         calls.append(path)
@@ -231,18 +236,17 @@ def test_failed_write_leaves_data_byte_identical(tmp_path, clean, published, mon
             raise OSError("disk full")
         original(frame, path, table_schema)
 
-    monkeypatch.setattr(ingest_module, "write_table", flaky)
+    monkeypatch.setattr(snapshot_module, "write_table", flaky)
     with pytest.raises(OSError, match="disk full"):
-        ingest(clean, "again", data_dir=data, key=KEY)
+        ingest(clean.ingest, "again", data_dir=data, key=KEY)
     assert digests(data) == published
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".staging")] == []
 
 
-def test_default_output_paths_follow_pipelines_paths(tmp_path, clean, monkeypatch) -> None:
-    monkeypatch.setattr(paths, "DATA", tmp_path / "d")
-    monkeypatch.setattr(paths, "QUARANTINE", tmp_path / "q")
-    result = ingest(clean, key=KEY)
-    assert result.accepted and (tmp_path / "d" / "items.parquet").is_file()
+def test_default_output_paths_follow_the_project_layout(tmp_path, clean, monkeypatch) -> None:
+    monkeypatch.setattr(ingest_module, "PROJECT", Layout(tmp_path))
+    result = ingest(clean.ingest, key=KEY)
+    assert result.accepted and (tmp_path / "data" / "items.parquet").is_file()
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{4}", result.batch)
 
 
@@ -332,7 +336,7 @@ def test_exit_codes_are_distinct_and_help_says_what_is_read_and_written(capsys) 
 
 
 def test_readme_documents_bad_input_exit_codes_and_replacement() -> None:
-    readme = (paths.ROOT / "README.md").read_text()
+    readme = (PROJECT.root / "README.md").read_text()
     section = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
     assert "replaces all of `data/`" in section
     for code in "0123":
@@ -384,19 +388,19 @@ def test_absent_optional_columns_not_mapped_are_reported(tmp_path, key_env, run_
 
 def test_a_lost_key_is_refused_while_data_depends_on_it(tmp_path, clean, no_key_env) -> None:
     data, key_path = tmp_path / "data", tmp_path / "keys" / "pseudonym.key"
-    ingest(clean, "first", data_dir=data, key_path=key_path)
+    ingest(clean.ingest, "first", data_dir=data, key_path=key_path)
     before = digests(data)
     first_users = set(pd.read_parquet(data / "users.parquet")[schema.USER_ID])
     assert fingerprint_path(data).is_file() and fingerprint_path(data).parent != data
     assert not any(p.suffix != ".parquet" for p in data.iterdir()), "nothing else in data/"
     key_path.unlink()
     with pytest.raises(PseudonymKeyError, match=r"refusing to create a new key.*--new-key"):
-        ingest(clean, "second", data_dir=data, key_path=key_path)
+        ingest(clean.ingest, "second", data_dir=data, key_path=key_path)
     assert not key_path.exists() and digests(data) == before
-    result = ingest(clean, "third", data_dir=data, key_path=key_path, new_key=True)
+    result = ingest(clean.ingest, "third", data_dir=data, key_path=key_path, new_key=True)
     assert result.accepted and key_path.is_file()
     assert not first_users & set(pd.read_parquet(data / "users.parquet")[schema.USER_ID])
-    ingest(clean, "fourth", data_dir=data, key_path=key_path)  # the new key is the key now
+    ingest(clean.ingest, "fourth", data_dir=data, key_path=key_path)  # the new key is the key now
 
 
 def test_a_refused_source_creates_no_key(tmp_path, no_key_env) -> None:
@@ -406,16 +410,16 @@ def test_a_refused_source_creates_no_key(tmp_path, no_key_env) -> None:
         {"ingest": table_params({"rating": "stars"}, interactions=tmp_path / "events.csv")}
     )
     with pytest.raises(SourceError, match="'stars'"):
-        ingest(params, "first", data_dir=tmp_path / "data", key_path=key_path)
+        ingest(params.ingest, "first", data_dir=tmp_path / "data", key_path=key_path)
     assert not key_path.exists(), "a refused batch must leave nothing behind, not even a key"
 
 
 def test_a_different_key_is_refused_by_the_fingerprint(tmp_path, clean, published) -> None:
     data = tmp_path / "data"
     with pytest.raises(PseudonymKeyError, match="fingerprint"):
-        ingest(clean, "other", data_dir=data, key=OTHER_KEY)
+        ingest(clean.ingest, "other", data_dir=data, key=OTHER_KEY)
     assert digests(data) == published
-    assert ingest(clean, "other", data_dir=data, key=OTHER_KEY, new_key=True).accepted
+    assert ingest(clean.ingest, "other", data_dir=data, key=OTHER_KEY, new_key=True).accepted
 
 
 def test_a_different_key_exits_2(tmp_path, run_ingest, monkeypatch) -> None:
@@ -434,7 +438,7 @@ def test_a_key_file_readable_by_others_gets_a_warning(tmp_path, clean, no_key_en
     key_path.write_text(KEY_HEX + "\n")
     key_path.chmod(0o644)
     with caplog.at_level(logging.WARNING):
-        ingest(clean, "b", data_dir=tmp_path / "data", key_path=key_path)
+        ingest(clean.ingest, "b", data_dir=tmp_path / "data", key_path=key_path)
     assert any("chmod 600" in r.getMessage() for r in caplog.records)
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o644, "the warning changes nothing"
 
@@ -444,9 +448,9 @@ def test_a_key_file_readable_by_others_gets_a_warning(tmp_path, clean, no_key_en
 
 def test_two_runs_in_the_same_second_keep_both_quarantines(tmp_path, corrupt) -> None:
     q = tmp_path / "q"
-    first = ingest(corrupt, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    first = ingest(corrupt.ingest, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
     kept = digests(first.quarantine)
-    second = ingest(corrupt, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    second = ingest(corrupt.ingest, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
     assert first.quarantine != second.quarantine
     assert digests(first.quarantine) == kept
     assert json.loads((second.quarantine / "report.json").read_text())["batch"] == second.batch
@@ -456,13 +460,13 @@ def test_a_taken_batch_name_is_refused_and_the_old_quarantine_kept(
     tmp_path, corrupt, key_env, run_ingest, monkeypatch
 ) -> None:
     q = tmp_path / "quarantine"
-    ingest(corrupt, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
+    ingest(corrupt.ingest, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
     kept = digests(q / "same")
     with pytest.raises(BatchNameError, match="never overwritten"):
-        ingest(corrupt, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
+        ingest(corrupt.ingest, "same", data_dir=tmp_path / "data", quarantine_dir=q, key=KEY)
     with pytest.raises(BatchNameError, match="never overwritten"):  # a lost race: claim fails
-        ingest_module._claim(q, "same", retry=False)
-    assert ingest_module._claim(q, "same", retry=True) != "same"  # default names take a new tag
+        quarantine_module._claim(q, "same", retry=False)
+    assert quarantine_module._claim(q, "same", retry=True) != "same"  # default names take a new tag
     assert digests(q / "same") == kept
     params = table_params(interactions=corrupt.ingest.table.interactions)
     code, _, err = run_ingest(params, "--batch", "same")
@@ -710,7 +714,7 @@ def test_movielens_100k_end_to_end(tmp_path) -> None:
     from pipelines.data.sources import read_movielens
 
     data = tmp_path / "data"
-    result = ingest(Params(), "ml100k", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
+    result = ingest(Params().ingest, "ml100k", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
     assert result.accepted, result.report.messages()
     assert {t: c["accepted"] for t, c in result.counts.items()} == {
         "interactions": 100_000,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
+from pipelines.core import schema
 from pipelines.data.privacy import (
     KEY_ENV,
     MIN_KEY_BYTES,

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.config import IngestParams, TableSource
+from pipelines.core import schema
+from pipelines.core.config import IngestParams, TableSource
 from pipelines.data import sources
 from pipelines.data.sources import (
     SourceError,

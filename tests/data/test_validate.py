@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
+from pipelines.core import schema
 from pipelines.data import contract
 from pipelines.data.contract import (
     EARLIEST_TIMESTAMP,

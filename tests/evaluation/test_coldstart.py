@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.config import Params
+from pipelines.core.config import Params
 from pipelines.evaluation.coldstart import (
     FitInputs,
     choose_cold_items,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import EmbedParams
+from pipelines.core.config import EmbedParams
 from pipelines.features.embedding import (
     Cache,
     assemble,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipelines.core.schema import SEQUENCE_COLUMNS
 from pipelines.data.split import split_interactions, user_table
 from pipelines.features.batch import PAD
 from pipelines.features.profiles import encode_profiles, profile_vocabulary
@@ -16,7 +17,6 @@ from pipelines.features.sequences import (
     train_matrix,
 )
 from pipelines.features.time import time_features
-from pipelines.schema import SEQUENCE_COLUMNS
 
 
 def test_time_features_know_the_calendar() -> None:

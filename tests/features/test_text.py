@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.device import DeviceUnavailableError, resolve_device
+from pipelines.core.device import DeviceUnavailableError, resolve_device
 from pipelines.features.text import (
     EMBED_DIM,
     ModelNotFoundError,

@@ -14,14 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipelines import paths
-from pipelines.features.dataset import load_dataset, train_data, validation
-from pipelines.features.profiles import encode_profiles, profile_vocabulary
-from pipelines.features.sequences import build_sequences
-from pipelines.features.text import item_text
-from pipelines.io import write_json, write_npy, write_parquet
-from pipelines.models import build_model
-from pipelines.schema import (
+from pipelines.core.io import write_json, write_npy, write_parquet
+from pipelines.core.paths import PROJECT
+from pipelines.core.schema import (
     ITEM_ID,
     ITEM_IDX,
     SPLIT,
@@ -32,6 +27,11 @@ from pipelines.schema import (
     USER_IDX,
     VALID,
 )
+from pipelines.features.dataset import load_dataset, train_data, validation
+from pipelines.features.profiles import encode_profiles, profile_vocabulary
+from pipelines.features.sequences import build_sequences
+from pipelines.features.text import item_text
+from pipelines.models import build_model
 from pipelines.training.loop import TrainerConfig, fit_gradient
 
 FILMS = [
@@ -106,18 +106,18 @@ def build_artifacts(
     """Write split/, features/, embeddings/, models/, eval/, coldstart/, selection/ under root."""
     artifacts = root / "artifacts"
     split_dir = artifacts / "split"
-    write_parquet(items_frame(), split_dir / paths.SPLIT_ITEMS.name)
+    write_parquet(items_frame(), split_dir / PROJECT.split_items.name)
     users = users_frame()
-    write_parquet(users, split_dir / paths.SPLIT_USERS.name)
+    write_parquet(users, split_dir / PROJECT.split_users.name)
     features = artifacts / "features"
-    write_parquet(build_sequences(events_frame(), 365), features / paths.SEQUENCES.name)
+    write_parquet(build_sequences(events_frame(), 365), features / PROJECT.sequences.name)
     vocabulary = profile_vocabulary(users)
-    write_parquet(encode_profiles(users, vocabulary), features / paths.PROFILES.name)
-    write_json(vocabulary, features / paths.PROFILE_VOCAB.name)
-    embeddings = artifacts / "embeddings" / paths.ITEM_EMBEDDINGS.name
+    write_parquet(encode_profiles(users, vocabulary), features / PROJECT.profiles.name)
+    write_json(vocabulary, features / PROJECT.profile_vocab.name)
+    embeddings = artifacts / "embeddings" / PROJECT.item_embeddings.name
     write_npy(np.asarray(vectors, dtype=np.float32), embeddings)
 
-    dataset = load_dataset(features, split_dir / paths.SPLIT_ITEMS.name, embeddings)
+    dataset = load_dataset(features, split_dir / PROJECT.split_items.name, embeddings)
     train = train_data(dataset.sequences, dataset.side)
     valid = validation(dataset.sequences, dataset.side)
     metrics = {}

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import paths
-from pipelines.config import load_params
+from pipelines.core.config import load_params
+from pipelines.core.paths import PROJECT
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A scratch repo with the pipeline's code, synthetic data, and one full `dvc repro`."""
     root = tmp_path_factory.mktemp("repo")
     for name in ("pipelines", "dags", "services", "dvc.yaml", "params.yaml", ".dvcignore"):
-        source = paths.ROOT / name
+        source = PROJECT.root / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

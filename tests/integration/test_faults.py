@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from tests.integration.test_dvc_pipeline import run, synthetic_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -68,7 +68,7 @@ def small_params(tune_sasrec: bool) -> str:
     if not tune_sasrec:
         overlay["tune"]["trials"].pop("sasrec")
         overlay["tune"]["spaces"].pop("sasrec")
-    params = merged(yaml.safe_load((paths.ROOT / "params.yaml").read_text()), overlay)
+    params = merged(yaml.safe_load((PROJECT.root / "params.yaml").read_text()), overlay)
     params["tune"]["trials"] = overlay["tune"]["trials"]  # only these models are tuned
     params["tune"]["spaces"] = overlay["tune"]["spaces"]
     return yaml.safe_dump(params, sort_keys=False)
@@ -76,7 +76,7 @@ def small_params(tune_sasrec: bool) -> str:
 
 def make_repo(root: Path, tune_sasrec: bool) -> Path:
     for name in ("pipelines", "services", "dvc.yaml", ".dvcignore"):
-        source = paths.ROOT / name
+        source = PROJECT.root / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

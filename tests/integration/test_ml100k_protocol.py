@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.config import Params
+from pipelines.core.config import Params
+from pipelines.core.schema import TEST, VALID
 from pipelines.data.ingest import ingest
 from pipelines.data.sources import SourceError, read_movielens
 from pipelines.evaluation.ranking import evaluate_model
@@ -29,7 +30,6 @@ from pipelines.features.batch import PAD, Histories
 from pipelines.features.dataset import SideInfo, train_data, validation
 from pipelines.features.sequences import histories_for, targets_for
 from pipelines.models.base import Recommender
-from pipelines.schema import TEST, VALID
 from pipelines.stages import evaluate, features, split, train
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ml100k")
     try:
         result = ingest(
-            Params(), "ml100k", data_dir=root / "data", quarantine_dir=root / "q", key=KEY
+            Params().ingest, "ml100k", data_dir=root / "data", quarantine_dir=root / "q", key=KEY
         )
     except SourceError as err:  # a failure, not a skip: these tests are the protocol's proof
         pytest.fail(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
+from pipelines.core import schema
 from pipelines.data.privacy import RAW_AGE, RAW_ZIP
 from pipelines.data.sources import RawTables
 

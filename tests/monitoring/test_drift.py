@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import schema
-from pipelines.config import IngestParams
-from pipelines.data import replay
-from pipelines.data.append import append_batch, read_snapshot
+from pipelines.core import schema
+from pipelines.core.config import IngestParams, MonitoringParams
+from pipelines.data.append import append_batch
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
+from pipelines.data.snapshot import read_snapshot
+from pipelines.loop import stream
 from pipelines.monitoring.drift import PROFILE_FEATURES, assess, event_features
 from pipelines.monitoring.quality import ndcg_of_target, next_item_ndcg, popularity_ranker
-from pipelines.monitoring.settings import MonitoringParams
 from tests.monitoring.synthetic import GENRES, synthetic_raw
 
 CFG = MonitoringParams(
@@ -46,11 +46,11 @@ def genre_vectoriser(items: pd.DataFrame):
 def loop(tmp_path_factory):
     """Reference = weeks 0-1 appended; batches: week 2 clean or shifted, privacy applied."""
     tmp = tmp_path_factory.mktemp("drift")
-    stream = replay.cut(synthetic_raw(events_per_week=300, weeks=3), initial_weeks=2)
+    feed = stream.cut(synthetic_raw(events_per_week=300, weeks=3), initial_weeks=2)
     for _ in range(2):
         append_batch(
             IngestParams(),
-            replay.drop_week(stream, tmp / "landing"),
+            stream.drop_week(feed, tmp / "landing"),
             data_dir=tmp / "data",
             quarantine_dir=tmp / "q",
             key=PUBLIC_DEMO_KEY,
@@ -66,7 +66,7 @@ def loop(tmp_path_factory):
         return cache[key]
 
     def _batch_of(**variant):
-        path = replay.drop_week(stream, tmp / "landing", 2, **variant)
+        path = stream.drop_week(feed, tmp / "landing", 2, **variant)
         scratch = tmp / f"scratch-{path.name}"
         import shutil
 
@@ -82,7 +82,7 @@ def loop(tmp_path_factory):
             "users": after["users"],
         }
 
-    return tmp, reference, batch_of, genre_vectoriser(stream.raw.items)
+    return tmp, reference, batch_of, genre_vectoriser(feed.raw.items)
 
 
 def test_ndcg_of_one_target_has_known_values():

@@ -18,20 +18,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from tests.inference.tiny import USERS
 from tests.services.conftest import TOKEN
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BIN = Path(sys.executable).parent
-SCREENSHOT = paths.ARTIFACTS / "screenshots" / "swagger.png"
+SCREENSHOT = PROJECT.artifacts / "screenshots" / "swagger.png"
 
 PACKAGE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from pipelines.config import Params
+    from pipelines.core.config import Params
     from pipelines.stages import package
     artifacts, home, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     package.run(
@@ -60,12 +60,12 @@ def server(artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "True",
         "RECOPS_API_TOKEN": TOKEN,
-        "PYTHONPATH": str(paths.ROOT),
+        "PYTHONPATH": str(PROJECT.root),
     }
     env.pop("RECOPS_BUNDLE_DIR", None)
     subprocess.run(
         [sys.executable, "-c", PACKAGE, str(artifacts), str(home), str(work / "release")],
-        cwd=paths.ROOT,
+        cwd=PROJECT.root,
         env=env,
         check=True,
         capture_output=True,

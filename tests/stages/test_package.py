@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 from pipelines.stages import package
 
 DRIVER = textwrap.dedent(
@@ -20,9 +20,9 @@ DRIVER = textwrap.dedent(
     import json, sys
     from pathlib import Path
     import numpy as np
-    from pipelines.config import Params
+    from pipelines.core.config import Params
     from pipelines.inference import release
-    from pipelines.io import write_json
+    from pipelines.core.io import write_json
     from pipelines.stages import package
     from tests.inference.tiny import FILMS, build_artifacts
 
@@ -92,10 +92,10 @@ def test_data_hash_and_commit(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_bless_release_refuse_and_survive_a_crash(tmp_path: Path) -> None:
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "True"}
-    env["PYTHONPATH"] = str(paths.ROOT)
+    env["PYTHONPATH"] = str(PROJECT.root)
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(tmp_path / "project"), str(tmp_path / "home")],
-        cwd=paths.ROOT,
+        cwd=PROJECT.root,
         env=env,
         capture_output=True,
         text=True,

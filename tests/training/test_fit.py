@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.config import Params
+from pipelines.core.config import Params
 from pipelines.training.fit import (
     Tuned,
     fit_fingerprint,

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipelines.config import Params, SearchSpace
+from pipelines.core.config import Params, SearchSpace
 from pipelines.data.split import split_interactions
 from pipelines.features.batch import Histories
 from pipelines.features.dataset import SideInfo, train_data, validation

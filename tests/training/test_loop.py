@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pipelines.device import resolve_device
+from pipelines.core.device import resolve_device
 from pipelines.evaluation.ranking import evaluate_model
 from pipelines.models.base import PAD, Histories, Recommender, TrainData, Validation
 from pipelines.models.ease import EASE

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from pipelines.config import Params, ParamsError, SearchDimension, SearchSpace
+from pipelines.core.config import Params, ParamsError, SearchDimension, SearchSpace
 from pipelines.models import Histories, TrainData
 from pipelines.models.base import Validation
 from pipelines.training import tuning

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines import paths
+from pipelines.core.paths import PROJECT
 
 
 class _Frozen(BaseModel):
@@ -263,13 +263,17 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable or holds a value out of bounds."""
 
 
-def load_params(path: Path = paths.PARAMS) -> Params:
+def read_params_file(path: Path = PROJECT.params) -> dict[str, Any]:
+    """params.yaml as plain data (the one place a params file is parsed)."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError as err:
         raise ParamsError(f"{path} not found: the pipeline needs its params file") from err
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
+
+
+def validate_params(raw: dict[str, Any], path: Path | str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -277,3 +281,48 @@ def load_params(path: Path = paths.PARAMS) -> Params:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
         )
         raise ParamsError(f"{path} has invalid values: {problems}") from err
+
+
+def load_params(path: Path = PROJECT.params) -> Params:
+    return validate_params(read_params_file(path), path)
+
+
+# ---- overrides: the `-S key=value` lines of `dvc exp run` and of profiles/*.args ----------
+
+
+def parse_overrides(lines: list[str]) -> dict[str, Any]:
+    """``-S a.b=value`` lines as a dict of dotted keys to YAML values; blank lines and
+    ``#`` comments are skipped."""
+    out: dict[str, Any] = {}
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        flag, _, assignment = line.partition(" ")
+        key, sep, value = assignment.strip().partition("=")
+        if flag != "-S" or not sep or not key:
+            raise ParamsError(f"expected '-S key=value', got {raw.strip()!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` with each dotted key set; its parent sections must exist, so a
+    misspelt section fails here (a misspelt key fails when the params are validated)."""
+    out = yaml.safe_load(yaml.safe_dump(raw))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"{dotted}: params.yaml has no section {part!r} there")
+            node = node[part]
+        node[leaf] = value
+    return out
+
+
+def overridden_params(path: Path, overrides: dict[str, Any]) -> tuple[str, Params]:
+    """(YAML text, typed params) of ``path`` with ``overrides`` applied, validated before
+    anything is written: a replay workspace's params.yaml."""
+    raw = with_overrides(read_params_file(path), overrides)
+    return yaml.safe_dump(raw, sort_keys=False), validate_params(raw, f"{path} with overrides")

@@ -5,8 +5,8 @@ first event; the first ``initial_weeks`` (12: to 1997-12-07 on ML-100K, about 52
 events) form the initial snapshot and every later week is one batch.
 
 A batch is a folder ``<landing>/<name>/`` holding raw tables in the table
-adapter's format (``interactions.csv``, ``items.csv``, ``users.csv``, canonical
-column names, genres joined by ``|``), **before** privacy: ingestion applies it
+adapter's format (``data.append.BATCH_FILES``: ``interactions.csv``, ``items.csv``, ``users.csv``,
+canonical column names, genres joined by ``|``), **before** privacy: ingestion applies it
 at the door, exactly as for any other source. A batch carries the item and user
 rows its events need that no earlier batch of the feed carried, so cross-batch
 references resolve. The folder is filled beside the landing folder and renamed in
@@ -33,17 +33,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
-from pipelines.config import TableSource
+from pipelines.core import schema
+from pipelines.data.append import BATCH_FILES, GENRE_SEPARATOR
 from pipelines.data.privacy import RAW_AGE, RAW_ZIP
 from pipelines.data.sources import RawTables
 
 log = logging.getLogger(__name__)
 
 WEEK_SECONDS = 7 * 24 * 3600
-GENRE_SEPARATOR = "|"
 INITIAL = "week-00"  # the name of the initial snapshot's batch
-FILES = {"interactions": "interactions.csv", "items": "items.csv", "users": "users.csv"}
 CURSOR = ".replay-cursor.json"  # in the landing folder: the next week to drop
 RAW_USER_COLUMNS = (schema.USER_ID, RAW_AGE, schema.GENDER, schema.OCCUPATION, RAW_ZIP)
 SHIFT_KINDS = ("genre", "age", "new-items")
@@ -52,26 +50,6 @@ SHIFT_KINDS = ("genre", "age", "new-items")
 def batch_name(week: int) -> str:
     """week-00 is the initial snapshot; week-01 the first weekly batch."""
     return f"week-{week:02d}"
-
-
-def table_source(batch_dir: Path) -> TableSource:
-    """How the table adapter reads a batch folder (every column has its canonical name).
-
-    ``items.csv`` and ``users.csv`` are left out of a batch that brings no new rows.
-    """
-    batch_dir = Path(batch_dir)
-
-    def present(table: str) -> Path | None:
-        path = batch_dir / FILES[table]
-        return path if path.exists() else None
-
-    return TableSource(
-        interactions=batch_dir / FILES["interactions"],
-        items=present("items"),
-        users=present("users"),
-        columns={},
-        genre_separator=GENRE_SEPARATOR,
-    )
 
 
 # ---- cutting the stream into weeks --------------------------------------------------------
@@ -251,7 +229,7 @@ def write_batch(tables: dict[str, pd.DataFrame], landing: Path, name: str) -> Pa
         raise FileExistsError(f"{target} already exists; a landed batch is never overwritten")
     staging = Path(tempfile.mkdtemp(dir=landing, prefix=f".staging-{name}."))
     try:
-        for table, file in FILES.items():
+        for table, file in BATCH_FILES.items():
             if table != "interactions" and tables[table].empty:
                 continue  # no new rows: the file is left out (see table_source)
             _csv_ready(table, tables[table]).to_csv(staging / file, index=False)
@@ -269,7 +247,7 @@ def read_cursor(landing: Path) -> int:
 
 
 def _write_cursor(landing: Path, week: int) -> None:
-    from pipelines.io import write_json
+    from pipelines.core.io import write_json
 
     write_json({"next_week": week}, Path(landing) / CURSOR)
 

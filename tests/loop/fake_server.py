@@ -1,6 +1,6 @@
 """A stand-in for `bentoml serve`: 127.0.0.1 only, /readyz 200 (or never, with --never-ready).
 
-    python tests/monitoring/fake_server.py --port N [--never-ready]
+    python tests/loop/fake_server.py --port N [--never-ready]
 Serves at most 500 requests, then exits; each request has a 5 s timeout.
 """
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.monitoring.weekly import Week, gate_reason
-from pipelines.stages.replay import HEADER, retrain_cell, row, timing
+from pipelines.loop.replay import HEADER, Week, gate_reason, quality_csv, retrain_cell, row, timing
 
 NOT_BETTER = (
     "valid ndcg@10: 0.0969 vs champion fusion_transformer 0.1024 (margin 0.0000): not better"
@@ -55,3 +54,16 @@ def test_timing_averages_each_step_with_and_without_a_retrain():
     text = timing([Week(0, "week-00", "accepted", retrained=True), calm, busy])
     assert "without a retrain: 43 s (mean of 1; land 1, ingest 2, monitor 40)" in text
     assert "with a retrain: 330 s (mean of 1; monitor 30, retrain 300)" in text
+
+
+def test_the_quality_curve_has_one_row_per_accepted_weekly_batch():
+    weeks = [
+        Week(0, "week-00", "accepted", retrained=True),
+        Week(1, "week-01", "accepted", ndcg_before=0.01, ndcg_after=0.02, ndcg_popularity=0.03),
+        Week(2, "week-02-corrupt", "quarantined"),
+    ]
+    weeks[1].retrained = weeks[1].switched = True
+    assert quality_csv(weeks).splitlines() == [
+        "week,batch,ndcg_before,ndcg_after,ndcg_popularity,retrained,switched",
+        "1,week-01,0.01,0.02,0.03,1,1",
+    ]

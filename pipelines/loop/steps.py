@@ -1,8 +1,9 @@
 """The steps the ingest, monitor and retrain DAGs call, one function per task.
 
-Every step reads and writes files in a ``Workspace`` (no state in memory between
-steps), returns a small JSON-able dict for XCom, and is idempotent: a batch already
-appended, a data version already retrained on, a model already served is a no-op.
+Every step reads and writes files in one ``Layout`` (no state in memory between
+steps), takes the typed params sections it needs (the caller read params.yaml once),
+returns a small JSON-able dict for XCom, and is idempotent: a batch already appended,
+a data version already retrained on, a model already served is a no-op.
 """
 
 from __future__ import annotations
@@ -20,82 +21,70 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import schema
-from pipelines.config import IngestParams
-from pipelines.data.append import (
-    append_batch,
-    current_version,
-    read_ledger,
-    read_snapshot,
-    track_with_dvc,
-)
+from pipelines.core import schema
+from pipelines.core.config import IngestParams, MonitoringParams, ReplayParams, RetrainParams
+from pipelines.core.io import write_json
+from pipelines.core.paths import Layout
+from pipelines.data.append import append_batch, track_with_dvc
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
-from pipelines.io import write_json
-from pipelines.monitoring import deploy as deploy_mod
+from pipelines.data.snapshot import current_version, read_ledger, read_snapshot
+from pipelines.loop import deploy
 from pipelines.monitoring.drift import assess
 from pipelines.monitoring.quality import popularity_ranker
-from pipelines.monitoring.settings import Workspace, load_settings
 
 log = logging.getLogger(__name__)
 
-REPRO_ENV = (
-    "RECOPS_REPRO_CMD"  # the training command; `dvc repro` unless set (tests set a tiny one)
-)
-BLESSING = Path("artifacts") / "release" / "blessing.json"
-
-
-def _ingest_params(ws: Workspace) -> IngestParams:
-    import yaml
-
-    raw = (yaml.safe_load(ws.params.read_text()) or {}) if ws.params.exists() else {}
-    return IngestParams.model_validate(raw.get("ingest", {}))
+# the training command; `dvc repro` unless set (the DAG tests set a tiny one)
+REPRO_ENV = "RECOPS_REPRO_CMD"
 
 
 # ---- ingest ---------------------------------------------------------------------------------
 
 
-def pending_batches(ws: Workspace) -> list[str]:
+def pending_batches(layout: Layout) -> list[str]:
     """Landed batch folders not processed yet, oldest name first."""
-    if not ws.landing.is_dir():
+    if not layout.landing.is_dir():
         return []
-    return sorted(p.name for p in ws.landing.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def ingest_batch(ws: Workspace, name: str) -> dict[str, Any]:
-    """Append (or quarantine) one landed batch, then move it out of the landing folder."""
-    settings = load_settings(ws.params)
-    key = PUBLIC_DEMO_KEY if settings.replay.demo_key else None
-    result = append_batch(
-        _ingest_params(ws),
-        ws.landing / name,
-        data_dir=ws.data,
-        quarantine_dir=ws.quarantine,
-        key=key,
-        key_path=ws.root / ".secrets" / "pseudonym.key",
+    return sorted(
+        p.name for p in layout.landing.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
-    if result.accepted and ws.is_dvc_project:
-        track_with_dvc(ws.data, ws.root)  # data.dvc names the new snapshot
-    ws.processed.mkdir(parents=True, exist_ok=True)
-    target = ws.processed / name
+
+
+def ingest_batch(
+    layout: Layout, name: str, ingest: IngestParams, replay: ReplayParams
+) -> dict[str, Any]:
+    """Append (or quarantine) one landed batch, then move it out of the landing folder."""
+    result = append_batch(
+        ingest,
+        layout.landing / name,
+        data_dir=layout.data,
+        quarantine_dir=layout.quarantine,
+        key=PUBLIC_DEMO_KEY if replay.demo_key else None,
+        key_path=layout.pseudonym_key,
+    )
+    if result.accepted and layout.is_dvc_project:
+        track_with_dvc(layout.data, layout.root)  # data.dvc names the new snapshot
+    layout.processed.mkdir(parents=True, exist_ok=True)
+    target = layout.processed / name
     if target.exists():
         shutil.rmtree(target)
-    os.replace(ws.landing / name, target)
+    os.replace(layout.landing / name, target)
     return result.to_dict()
 
 
 # ---- monitor --------------------------------------------------------------------------------
 
 
-def _reference_batches(ws: Workspace) -> int:
+def _reference_batches(layout: Layout) -> int:
     """How many ledger batches the champion was trained on (all before the first training)."""
-    record = deploy_mod.current(ws.serving)
+    record = deploy.current(layout.serving)
     if record and "ledger_batches" in record:
         return int(record["ledger_batches"])
     return 1  # before any retrain the initial snapshot is the reference
 
 
 def batch_slices(
-    ws: Workspace, batch: str
+    layout: Layout, batch: str
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], pd.DataFrame]:
     """(reference, batch, history) cut from data/ by the ledger's row counts (append keeps order).
 
@@ -103,13 +92,13 @@ def batch_slices(
     history is every event before the batch (the users' histories when the champion is scored
     on it, trained on or not).
     """
-    ledger = read_ledger(ws.data)
+    ledger = read_ledger(layout.data)
     names = [e["batch"] for e in ledger]
     position = names.index(batch)
     ends = pd.Series([e["rows"]["interactions"] for e in ledger]).cumsum().tolist()
-    snapshot = read_snapshot(ws.data)
+    snapshot = read_snapshot(layout.data)
     events = snapshot["interactions"]
-    ref_end = ends[min(_reference_batches(ws), position) - 1] if position else 0
+    ref_end = ends[min(_reference_batches(layout), position) - 1] if position else 0
     start = ends[position - 1] if position else 0
     reference = {**snapshot, "interactions": events.iloc[:ref_end].reset_index(drop=True)}
     current = {
@@ -119,9 +108,9 @@ def batch_slices(
     return reference, current, events.iloc[:start].reset_index(drop=True)
 
 
-def champion_scorer(ws: Workspace, reference: dict[str, pd.DataFrame]):
+def champion_scorer(layout: Layout, reference: dict[str, pd.DataFrame]):
     """(ranker, vectoriser) of what is served; popularity without vectors before a release."""
-    record = deploy_mod.current(ws.serving) or {}
+    record = deploy.current(layout.serving) or {}
     bundle = record.get("bundle")
     if bundle and Path(bundle).is_dir():
         return bundle_scorer(Path(bundle))
@@ -143,116 +132,125 @@ def bundle_scorer(bundle: Path):
     return ranker_of(loaded), vectorise
 
 
-def baseline_ndcg(ws: Workspace) -> float | None:
+def baseline_ndcg(layout: Layout) -> float | None:
     """The served champion's NDCG on its first week in service (None before it has one)."""
-    served = deploy_mod.current(ws.serving) or {}
-    saved = json.loads(ws.baseline.read_text()) if ws.baseline.exists() else {}
+    served = deploy.current(layout.serving) or {}
+    saved = json.loads(layout.baseline.read_text()) if layout.baseline.exists() else {}
     if served.get("bento") and saved.get("bento") == served["bento"]:
         return float(saved["ndcg"])
     return None
 
 
-def monitor_batch(ws: Workspace, batch: str) -> dict[str, Any]:
+def monitor_batch(layout: Layout, batch: str, monitoring: MonitoringParams) -> dict[str, Any]:
     """Drift of one appended batch against the reference: artifacts/monitoring/<batch>/."""
-    cfg = load_settings(ws.params).monitoring
-    reference, current, history = batch_slices(ws, batch)
-    ranker, vectoriser = champion_scorer(ws, reference)
-    baseline = baseline_ndcg(ws)
+    reference, current, history = batch_slices(layout, batch)
+    ranker, vectoriser = champion_scorer(layout, reference)
+    baseline = baseline_ndcg(layout)
     decision = assess(
         batch,
         reference,
         current,
-        cfg,
-        out_dir=ws.monitoring / batch,
+        monitoring,
+        out_dir=layout.monitoring / batch,
         ranker=ranker,
         baseline_ndcg=baseline,
         vectoriser=vectoriser,
         history=history,
     )
     signals = decision.signals
-    served = deploy_mod.current(ws.serving) or {}
-    ndcg, users = signals.get(f"ndcg@{cfg.k}"), signals.get("ndcg_users", 0)
+    served = deploy.current(layout.serving) or {}
+    ndcg, users = signals.get(f"ndcg@{monitoring.k}"), signals.get("ndcg_users", 0)
     # the first week with enough users to judge by becomes this champion's baseline
     first = baseline is None and served.get("bento") and ndcg is not None
-    if first and users >= cfg.min_quality_users:
+    if first and users >= monitoring.min_quality_users:
         record = {"bento": served["bento"], "batch": batch, "ndcg": ndcg, "users": users}
-        write_json(record, ws.baseline)
+        write_json(record, layout.baseline)
     out = decision.to_dict()
-    out["data_version"] = current_version(ws.data)
-    out["report"] = str(ws.monitoring / batch / "report.html")
+    out["data_version"] = current_version(layout.data)
+    out["report"] = str(layout.monitoring / batch / "report.html")
     return out
+
+
+def monitored(layout: Layout, batch: str) -> bool:
+    return (layout.monitoring / batch / "decision.json").exists()
+
+
+def unmonitored_batches(layout: Layout) -> list[str]:
+    """Appended batches without a decision yet (the initial snapshot is the reference: skipped)."""
+    return [e["batch"] for e in read_ledger(layout.data)[1:] if not monitored(layout, e["batch"])]
 
 
 # ---- retrain --------------------------------------------------------------------------------
 
 
-def lineage(ws: Workspace) -> dict[str, Any]:
-    return json.loads(ws.retrain_state.read_text()) if ws.retrain_state.exists() else {"runs": {}}
+def lineage(layout: Layout) -> dict[str, Any]:
+    return json.loads(layout.lineage.read_text()) if layout.lineage.exists() else {"runs": {}}
 
 
-def already_retrained(ws: Workspace, version: str) -> bool:
-    return version in lineage(ws)["runs"]
+def already_retrained(layout: Layout, version: str) -> bool:
+    return version in lineage(layout)["runs"]
 
 
-def repro(ws: Workspace) -> dict[str, Any]:
-    """`dvc repro` (or $RECOPS_REPRO_CMD) in the workspace; its package stage blesses, releases.
+def repro(layout: Layout) -> dict[str, Any]:
+    """`dvc repro` (or $RECOPS_REPRO_CMD) in the layout's root; its package stage blesses.
 
     Returns blessing.json plus ``trained_on``: the data version and ledger length data/ had
     when the run started (the DAG runs it in the pool appends use too, so data/ holds still).
-    The command's output is appended to artifacts/orchestration/repro.log (the stages log
-    what they read, wrote and how long it took); a failure raises with its last lines.
+    The command's output is appended to the repro log (the stages log what they read, wrote
+    and how long it took); a failure raises with its last lines.
     """
     trained_on = {
-        "data_version": current_version(ws.data),
-        "ledger_batches": len(read_ledger(ws.data)),
+        "data_version": current_version(layout.data),
+        "ledger_batches": len(read_ledger(layout.data)),
     }
     command = shlex.split(os.environ.get(REPRO_ENV) or "dvc repro")
-    path = ws.root / "artifacts" / "orchestration" / "repro.log"
+    path = layout.repro_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         handle.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
         handle.flush()
         done = subprocess.run(
-            command, cwd=ws.root, stdout=handle, stderr=subprocess.STDOUT, check=False
+            command, cwd=layout.root, stdout=handle, stderr=subprocess.STDOUT, check=False
         )
     if done.returncode != 0:
         tail = path.read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {' | '.join(tail)}")
-    blessing = ws.root / BLESSING
+    blessing = layout.blessing
     out = json.loads(blessing.read_text()) if blessing.exists() else {"blessed": False}
     return {"released": None, **out, "trained_on": trained_on}
 
 
-def bundle_path(ws: Workspace, model_tag: str) -> Path:
-    """The bundle folder of a released model in the workspace's BentoML model store.
+def bundle_path(layout: Layout, model_tag: str) -> Path:
+    """The bundle folder of a released model in the layout's BentoML model store.
 
     BentoML keeps a model ``name:version`` under ``<home>/models/<name>/<version>/``; read
     from the path rather than through ``bentoml`` so a task never imports BentoML (which
     fixes its home on first import) just to find a folder.
     """
     name, _, version = model_tag.partition(":")
-    path = ws.bentoml_home / "models" / name / version
+    path = layout.bentoml_home / "models" / name / version
     if not (path / "model.yaml").is_file():
-        raise FileNotFoundError(f"model {model_tag} is not in the store {ws.bentoml_home}")
+        raise FileNotFoundError(f"model {model_tag} is not in the store {layout.bentoml_home}")
     return path
 
 
-def serve_env(ws: Workspace) -> dict[str, str]:
-    """What a served Bento of this workspace needs: its store, and the local token if made."""
-    env = {"BENTOML_HOME": str(ws.bentoml_home)}
-    token = ws.root / ".secrets" / "serve.token"
-    if token.is_file():
-        env["RECOPS_API_TOKEN_FILE"] = str(token)
+def serve_env(layout: Layout) -> dict[str, str]:
+    """What a served Bento of this layout needs: its store, and the local token if made."""
+    env = {"BENTOML_HOME": str(layout.bentoml_home)}
+    if layout.serve_token.is_file():
+        env["RECOPS_API_TOKEN_FILE"] = str(layout.serve_token)
     return env
 
 
-def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dict[str, Any]:
+def deploy_release(
+    layout: Layout, blessing: dict[str, Any], version: str, retrain: RetrainParams
+) -> dict[str, Any]:
     """Serve a newly released Bento once ready; returns what is served afterwards.
 
     Raises ``deploy.NotReady`` when the new server does not answer /readyz within
     ``retrain.ready_timeout`` seconds: the old one, and current.json, stay as they were.
     """
-    released, serving = blessing.get("released"), deploy_mod.current(ws.serving)
+    released, serving = blessing.get("released"), deploy.current(layout.serving)
     if not blessing.get("blessed") or not released:
         return {"switched": False, "serving": serving, "why": "not blessed"}
     if serving and serving.get("bento") == released["bento"]:
@@ -262,27 +260,27 @@ def deploy_release(ws: Workspace, blessing: dict[str, Any], version: str) -> dic
     extra = {
         "model": released.get("model"),
         "data_version": trained_on.get("data_version", version),
-        "ledger_batches": trained_on.get("ledger_batches", len(read_ledger(ws.data))),
+        "ledger_batches": trained_on.get("ledger_batches", len(read_ledger(layout.data))),
         "valid_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
-        "bundle": str(bundle_path(ws, released["model"])),
+        "bundle": str(bundle_path(layout, released["model"])),
     }
-    served = deploy_mod.deploy(
+    served = deploy.deploy(
         released["bento"],
-        ws.serving,
-        ready_timeout=load_settings(ws.params).retrain.ready_timeout,
-        env=serve_env(ws),
+        layout.serving,
+        ready_timeout=retrain.ready_timeout,
+        env=serve_env(layout),
         extra=extra,
     )
     return {"switched": True, "serving": served}
 
 
 def record_lineage(
-    ws: Workspace, version: str, blessing: dict[str, Any], served: dict[str, Any] | None
+    layout: Layout, version: str, blessing: dict[str, Any], served: dict[str, Any] | None
 ) -> dict[str, Any]:
     """data version -> model: which snapshot produced which model (the card's data_hash too)."""
-    state = lineage(ws)
+    state = lineage(layout)
     trained_on = blessing.get("trained_on") or {}
-    ledger = [e["batch"] for e in read_ledger(ws.data)]
+    ledger = [e["batch"] for e in read_ledger(layout.data)]
     entry = {
         "data_version": version,
         "ledger": ledger[: trained_on.get("ledger_batches", len(ledger))],
@@ -292,20 +290,20 @@ def record_lineage(
         "serving": None if served is None else served.get("bento"),
     }
     state["runs"][version] = entry
-    write_json(state, ws.retrain_state)
+    write_json(state, layout.lineage)
     return entry
 
 
-def events_count(ws: Workspace) -> int:
-    path = ws.data / "interactions.parquet"
+def events_count(layout: Layout) -> int:
+    path = layout.interactions
     return 0 if not path.exists() else len(pd.read_parquet(path, columns=[schema.USER_ID]))
 
 
 # ---- Airflow callbacks (plain functions of the context dict: no Airflow import here) -------
 
 
-def failure_line(context: dict[str, Any]) -> str:
-    """One readable line per failed task, appended to artifacts/orchestration/failures.log."""
+def failure_line(context: dict[str, Any], layout: Layout | None = None) -> str:
+    """One readable line per failed task, appended to the layout's failures log."""
     ti = context.get("task_instance") or context.get("ti")
     dag_id = getattr(ti, "dag_id", "?")
     task_id = getattr(ti, "task_id", "?")
@@ -313,19 +311,9 @@ def failure_line(context: dict[str, Any]) -> str:
     error = context.get("exception")
     kind = type(error).__name__ if error else "error"
     line = f"FAILED {dag_id}.{task_id} run {run_id}: {kind}: {str(error)[:300]}"
-    ws = Workspace.from_env()
-    path = ws.root / "artifacts" / "orchestration" / "failures.log"
+    path = (layout or Layout.from_env()).failures_log
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         handle.write(line + "\n")
     log.error(line)
     return line
-
-
-def monitored(ws: Workspace, batch: str) -> bool:
-    return (ws.monitoring / batch / "decision.json").exists()
-
-
-def unmonitored_batches(ws: Workspace) -> list[str]:
-    """Appended batches without a decision yet (the initial snapshot is the reference: skipped)."""
-    return [e["batch"] for e in read_ledger(ws.data)[1:] if not monitored(ws, e["batch"])]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.monitoring.deploy import NotReady, current, deploy, is_ready
+from pipelines.loop.deploy import NotReady, current, deploy, is_ready
 
 SERVER = Path(__file__).with_name("fake_server.py")
 READY = f"{sys.executable} {SERVER} --port {{port}} --bento {{bento}}"

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipelines.io import write_json
+from pipelines.core.io import write_json
 
 log = logging.getLogger(__name__)
 
