@@ -23,6 +23,10 @@ class Histories:
     items: torch.Tensor  # [B, L] long, item_idx or PAD
     timestamps: torch.Tensor  # [B, L] long, Unix seconds, 0 where PAD
     profiles: torch.Tensor | None = None  # [B, 4] long codes: age band, gender, occupation, region
+    # [B] long, Unix seconds of the moment each ranking is for (a request, or a replayed
+    # event); None = right after the newest event. What happened since the last event
+    # (the gap, what is popular now) is read against it.
+    now: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.items.shape != self.timestamps.shape:
@@ -30,6 +34,8 @@ class Histories:
                 f"items {tuple(self.items.shape)} and timestamps "
                 f"{tuple(self.timestamps.shape)} must have the same shape"
             )
+        if self.now is not None and self.now.shape != self.items.shape[:1]:
+            raise ValueError(f"now {tuple(self.now.shape)} must hold one time per history")
 
     @property
     def mask(self) -> torch.Tensor:
@@ -37,7 +43,8 @@ class Histories:
 
     def to(self, device: torch.device | str) -> Histories:
         profiles = None if self.profiles is None else self.profiles.to(device)
-        return Histories(self.items.to(device), self.timestamps.to(device), profiles)
+        now = None if self.now is None else self.now.to(device)
+        return Histories(self.items.to(device), self.timestamps.to(device), profiles, now)
 
     def __len__(self) -> int:
         return self.items.shape[0]
@@ -45,7 +52,8 @@ class Histories:
     def rows(self, index: slice | torch.Tensor) -> Histories:
         """The histories of the chosen users (a slice or an index tensor)."""
         profiles = None if self.profiles is None else self.profiles[index]
-        return Histories(self.items[index], self.timestamps[index], profiles)
+        now = None if self.now is None else self.now[index]
+        return Histories(self.items[index], self.timestamps[index], profiles, now)
 
     def batches(self, batch_size: int) -> Iterator[tuple[slice, Histories]]:
         """Consecutive batches of at most ``batch_size`` users, with their row slice."""
@@ -69,6 +77,7 @@ class Histories:
         timestamps: list[list[int]],
         profiles: list[list[int]] | None = None,
         max_len: int | None = None,
+        now: list[int] | None = None,
     ) -> Histories:
         """Pad python lists (oldest first); keep only the last ``max_len`` events."""
         if len(items) != len(timestamps):
@@ -86,7 +95,10 @@ class Histories:
                 item_rows[row, width - len(seq) :] = seq
                 time_rows[row, width - len(seq) :] = times
         profile_tensor = None if profiles is None else torch.as_tensor(profiles, dtype=torch.long)
-        return cls(torch.from_numpy(item_rows), torch.from_numpy(time_rows), profile_tensor)
+        now_tensor = None if now is None else torch.as_tensor(now, dtype=torch.long)
+        return cls(
+            torch.from_numpy(item_rows), torch.from_numpy(time_rows), profile_tensor, now_tensor
+        )
 
 
 @dataclass(frozen=True)
