@@ -93,7 +93,7 @@ def seed_runs(
     runs = []
     for seed in seeds:
         started = time.perf_counter()
-        spec = resolve(name, params.train, seed, train, tuned)
+        spec = resolve(name, params.train, seed, train, tuned, k=params.evaluate.k)
         model, _ = fit_model(spec, train, valid)
         metrics = evaluate_model(model, test_histories, test_targets, 10, 256)
         metrics["seconds"] = time.perf_counter() - started

@@ -76,10 +76,6 @@ class SplitParams(_Frozen):
     tie_break: TieBreak = "source_order"
 
 
-class FeaturesParams(_Frozen):
-    max_gap_days: int = Field(365, ge=1)
-
-
 class EmbedParams(_Frozen):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(128, ge=1, le=4096)
@@ -103,7 +99,7 @@ class TrainParams(_Frozen):
     checks them, naming the offending key.
     """
 
-    models: tuple[ModelName, ...] = ("popularity", "itemknn", "ease", "text_zero_shot")
+    models: tuple[ModelName, ...] = MODEL_NAMES  # type: ignore[assignment]
     trainer: dict[str, Any] = Field(default_factory=dict)
     popularity: dict[str, Any] = Field(default_factory=dict)
     itemknn: dict[str, Any] = Field(default_factory=dict)
@@ -151,9 +147,9 @@ class TuneParams(_Frozen):
     trials: dict[ModelName, int] = Field(default_factory=dict)
     spaces: dict[ModelName, SearchSpace] = Field(default_factory=dict)
     # stop a study after this long even with trials left
-    timeout_minutes: float = Field(30.0, gt=0)
+    timeout_minutes: float = Field(20.0, gt=0)
     # the median pruner judges a trial only after this many validation reports
-    pruner_warmup: int = Field(2, ge=0)
+    pruner_warmup: int = Field(3, ge=0)
 
     @model_validator(mode="after")
     def _budget_has_a_space(self) -> TuneParams:
@@ -166,7 +162,8 @@ class TuneParams(_Frozen):
 
 
 class ColdStartParams(_Frozen):
-    models: tuple[ModelName, ...] = ("text_zero_shot", "ease")
+    # the flagship and the text-only model; ease and itemknn are the fold-in baselines
+    models: tuple[ModelName, ...] = ("fusion_transformer", "text_zero_shot", "ease", "itemknn")
     item_share: float = Field(0.2, gt=0, lt=1)  # share of items made strictly cold
     user_share: float = Field(0.1, gt=0, lt=1)  # share of users held out of training
     shots: tuple[int, ...] = (0, 1, 3, 5)  # events a new user has given
@@ -181,8 +178,13 @@ class EvaluateParams(_Frozen):
     batch_size: int = Field(256, ge=1)
 
 
+# the rank metrics the evaluate stage writes per split, at its cutoff evaluate.k
+RANK_METRICS = ("ndcg", "hr", "mrr", "precision", "recall", "f1")
+
+
 class SelectParams(_Frozen):
-    metric: Literal["ndcg@10", "hr@10", "mrr@10"] = "ndcg@10"
+    # a validation rank metric at the evaluate stage's cutoff: ndcg@10 with evaluate.k 10
+    metric: str = Field("ndcg@10", pattern=rf"^({'|'.join(RANK_METRICS)})@[1-9][0-9]*$")
 
 
 class PackageParams(_Frozen):
@@ -245,7 +247,6 @@ class Params(_Frozen):
     seed: int = 42
     ingest: IngestParams = IngestParams()
     split: SplitParams = SplitParams()
-    features: FeaturesParams = FeaturesParams()
     embed: EmbedParams = EmbedParams()
     train: TrainParams = TrainParams()
     tune: TuneParams = TuneParams()
@@ -257,6 +258,23 @@ class Params(_Frozen):
     monitoring: MonitoringParams = MonitoringParams()
     replay: ReplayParams = ReplayParams()
     retrain: RetrainParams = RetrainParams()
+
+    @model_validator(mode="after")
+    def _metric_is_evaluated(self) -> Params:
+        k = int(self.select.metric.split("@")[1])
+        if k != self.evaluate.k:
+            raise ValueError(
+                f"select.metric {self.select.metric} needs evaluate.k: {k} (the evaluate stage "
+                f"computes its metrics at evaluate.k, now {self.evaluate.k})"
+            )
+        evaluated = {f"{name}@{self.evaluate.k}" for name in RANK_METRICS}
+        unknown = sorted(set(self.package.floors) - evaluated)
+        if unknown:
+            raise ValueError(
+                f"package.floors names {', '.join(unknown)}, which the evaluate stage does not "
+                f"compute (it writes {', '.join(sorted(evaluated))} at evaluate.k)"
+            )
+        return self
 
 
 class ParamsError(ValueError):
@@ -277,10 +295,14 @@ def validate_params(raw: dict[str, Any], path: Path | str = "params.yaml") -> Pa
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(_problem(e) for e in err.errors())
         raise ParamsError(f"{path} has invalid values: {problems}") from err
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def load_params(path: Path = PROJECT.params) -> Params:

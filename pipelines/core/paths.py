@@ -165,8 +165,8 @@ class Layout:
         return self.tune_dir / "best.json"
 
     @property
-    def tune_history(self) -> Path:
-        return self.tune_dir / "history.csv"
+    def tune_history(self) -> Path:  # <model>.csv: each trial's value and the best so far
+        return self.tune_dir / "history"
 
     @property
     def tune_fitted(self) -> Path:  # the best trial's model per tuned model

@@ -35,11 +35,8 @@ TRAIN, VALID, TEST = "train", "valid", "test"
 # per-user sequences of the features stage, one row per user
 SEQ_ITEMS = "items"  # item_idx, protocol order
 SEQ_TIMESTAMPS = "timestamps"  # Unix seconds
-SEQ_GAPS = "gaps"  # seconds since the previous event, clipped
-SEQ_HOURS = "hours"  # UTC hour of day
-SEQ_WEEKDAYS = "weekdays"  # Monday = 0
 SEQ_N_TRAIN = "n_train"  # leading events that are training events
-SEQUENCE_COLUMNS = (SEQ_ITEMS, SEQ_TIMESTAMPS, SEQ_GAPS, SEQ_HOURS, SEQ_WEEKDAYS, SEQ_N_TRAIN)
+SEQUENCE_COLUMNS = (SEQ_ITEMS, SEQ_TIMESTAMPS, SEQ_N_TRAIN)
 
 INTERACTION_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
 ITEM_COLUMNS = (ITEM_ID, TITLE, YEAR, GENRES)

@@ -155,7 +155,6 @@ def new_items_protocol(
     warm_model: Recommender | None = None,
     warm_folds: int = 0,
     seed: int = 0,
-    max_gap_days: int,
 ) -> dict[str, object]:
     """Strict item cold start (see the module docstring); returns plain numbers.
 
@@ -172,7 +171,7 @@ def new_items_protocol(
     affected = np.array(
         [bool(is_cold[np.asarray(s, dtype=np.int64)].any()) for s in sequences[SEQ_ITEMS]]
     )
-    warm_sequences = remove_items(sequences, cold, max_gap_days)
+    warm_sequences = remove_items(sequences, cold)
 
     # inputs: all warm events of each affected user; relevant = their cold items
     users = warm_sequences[affected].reset_index(drop=True)
@@ -327,7 +326,6 @@ def run_protocols(
     fit: Callable[[str, FitInputs], Recommender],
     settings: ColdStartParams,
     seed: int,
-    max_gap_days: int,
 ) -> dict[str, object]:
     """Both protocols for every named model; ``fit(name, inputs)`` fits one model."""
     cold = choose_cold_items(side.n_items, settings.item_share, seed=seed)
@@ -349,7 +347,6 @@ def run_protocols(
                 warm_model=warm,
                 warm_folds=settings.warm_folds,
                 seed=seed,
-                max_gap_days=max_gap_days,
             ),
             "new_users": new_users_protocol(
                 sequences,

@@ -19,12 +19,9 @@ import torch
 
 from pipelines.core.schema import (
     ITEM_IDX,
-    SEQ_GAPS,
-    SEQ_HOURS,
     SEQ_ITEMS,
     SEQ_N_TRAIN,
     SEQ_TIMESTAMPS,
-    SEQ_WEEKDAYS,
     SEQUENCE_COLUMNS,
     SPLIT,
     TEST,
@@ -34,7 +31,6 @@ from pipelines.core.schema import (
     VALID,
 )
 from pipelines.features.batch import Histories
-from pipelines.features.time import time_features
 
 Split = Literal["train", "valid", "test"]
 
@@ -42,17 +38,19 @@ Split = Literal["train", "valid", "test"]
 _HELD_OUT: dict[str, int] = {VALID: 2, TEST: 1}
 
 
-def build_sequences(split: pd.DataFrame, max_gap_days: int) -> pd.DataFrame:
-    """One row per user in user_idx order; ``split`` is already in protocol order."""
+def build_sequences(split: pd.DataFrame) -> pd.DataFrame:
+    """One row per user in user_idx order; ``split`` is already in protocol order.
+
+    Items and timestamps only: the time models derive gaps, hours and weekdays from the
+    timestamps themselves (the flagship in torch), so nothing here can drift from them.
+    """
     rows = []
     for user_idx, events in split.groupby(USER_IDX, sort=True):
-        stamps = events[TIMESTAMP].to_numpy(np.int64)
         rows.append(
             {
                 USER_IDX: int(user_idx),
                 SEQ_ITEMS: events[ITEM_IDX].to_numpy(np.int64),
-                SEQ_TIMESTAMPS: stamps,
-                **time_features(stamps, max_gap_days),
+                SEQ_TIMESTAMPS: events[TIMESTAMP].to_numpy(np.int64),
                 SEQ_N_TRAIN: int((events[SPLIT] == TRAIN).sum()),
             }
         )
@@ -101,15 +99,12 @@ def train_matrix(sequences: pd.DataFrame, n_items: int) -> sp.csr_matrix:
     return matrix
 
 
-def remove_items(
-    sequences: pd.DataFrame, items: np.ndarray | Sequence[int], max_gap_days: int
-) -> pd.DataFrame:
+def remove_items(sequences: pd.DataFrame, items: np.ndarray | Sequence[int]) -> pd.DataFrame:
     """Every event on ``items`` dropped from every sequence; all users kept, in order.
 
     ``n_train`` becomes the number of kept events among the original training
     events, so the kept training part is still ``items[:n_train]``; the kept
-    validation/test events follow it. Gaps, hours and weekdays are recomputed
-    from the kept timestamps exactly as ``build_sequences`` computes them.
+    validation/test events follow it.
     """
     drop = np.asarray(items, dtype=np.int64)
     kept_items, kept_stamps, n_train = [], [], []
@@ -120,22 +115,12 @@ def remove_items(
         kept_items.append(np.asarray(seq, dtype=np.int64)[keep])
         kept_stamps.append(np.asarray(stamps, dtype=np.int64)[keep])
         n_train.append(int(keep[: int(n)].sum()))
-    # one time_features call over all events (pd.to_datetime per user is slow); the gap
-    # of each user's first event is then reset to 0, as a per-user call would give
-    lengths = np.array([len(stamps) for stamps in kept_stamps])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    flat = time_features(np.concatenate([np.zeros(0, np.int64), *kept_stamps]), max_gap_days)
-    flat[SEQ_GAPS][starts[lengths > 0]] = 0
-    split = {name: np.split(values, np.cumsum(lengths)[:-1]) for name, values in flat.items()}
     out = pd.DataFrame(
         index=sequences.index,
         data={
             USER_IDX: sequences[USER_IDX].to_numpy(),
             SEQ_ITEMS: kept_items,
             SEQ_TIMESTAMPS: kept_stamps,
-            SEQ_GAPS: split[SEQ_GAPS],
-            SEQ_HOURS: split[SEQ_HOURS],
-            SEQ_WEEKDAYS: split[SEQ_WEEKDAYS],
             SEQ_N_TRAIN: np.asarray(n_train, dtype=np.int64),
         },
     )

@@ -43,7 +43,9 @@ class SASRecConfig:
     layers: int = 2  # Transformer blocks; the paper finds 2 best on dense data like ML
     ff_dim: int = 256  # FFN inner width (4 × hidden, as in nanoGPT / RecBole)
     dropout: float = 0.2  # embeddings, attention, residuals; 0.5 did no better on ML-100K
-    max_len: int = 200  # events attended to; covers the training history of 85% of ML-100K users
+    # events attended to: 50 covers the whole training history of 42% of ML-100K users;
+    # 200 (85%) reached 0.096 test NDCG in one run but trains ~4x slower on CPU
+    max_len: int = 50
     layer_norm_eps: float = 1e-8  # the authors' code uses 1e-8
     init_std: float = 0.02  # normal init of linear and embedding weights (GPT-2 / RecBole)
 

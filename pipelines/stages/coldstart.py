@@ -100,7 +100,9 @@ def run(
     best = read_tuned(tuned)
 
     def fit(name: str, inputs: FitInputs) -> Recommender:
-        spec = resolve(name, params.train, params.seed, inputs.train, best.get(name))
+        spec = resolve(
+            name, params.train, params.seed, inputs.train, best.get(name), k=params.evaluate.k
+        )
         # the warm arm is the train stage's own fit: reused when configs and data match
         return fit_or_reuse(spec, inputs.train, inputs.valid, [models / name])[0]
 
@@ -111,7 +113,6 @@ def run(
         fit,
         params.coldstart,
         params.seed,
-        params.features.max_gap_days,
     )
     table = coldstart_markdown(metrics, params.coldstart)
     write_json(metrics, out / PROJECT.coldstart_metrics.name)

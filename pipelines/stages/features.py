@@ -1,4 +1,4 @@
-"""Stage `features`: per-user event sequences with time features, and encoded profiles."""
+"""Stage `features`: per-user event sequences (items and timestamps), and encoded profiles."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ WRITES = {"out": PROJECT.features_dir}
 def run(params: Params, split: Path, out: Path) -> dict[str, Any]:
     events = pd.read_parquet(split / PROJECT.split_interactions.name)
     users = pd.read_parquet(split / PROJECT.split_users.name)
-    sequences = build_sequences(events, params.features.max_gap_days)
+    sequences = build_sequences(events)
     vocabulary = profile_vocabulary(users)
     with replaced_dir(out) as staging:
         write_parquet(sequences, staging / PROJECT.sequences.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import Params
-from pipelines.core.io import replaced_dir, write_json
+from pipelines.core.io import replaced_dir, write_json, write_text
 from pipelines.core.paths import PROJECT
 from pipelines.features.dataset import load_dataset, train_data, validation
 from pipelines.stages import cli
@@ -30,6 +30,7 @@ from pipelines.training.fit import (
     resolve,
     save_fitted,
 )
+from pipelines.training.loop import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ READS = {
 WRITES = {"out": PROJECT.models_dir}
 
 TRAINING_RECORD = "training.json"
+CURVE = "curve.csv"  # a gradient model's validation NDCG@k per evaluated epoch: a DVC plot
+
+
+def curve_csv(result: TrainResult) -> str:
+    lines = ["epoch,valid_ndcg", *(f"{epoch},{ndcg:.6f}" for epoch, ndcg in result.history)]
+    return "\n".join(lines) + "\n"
 
 
 def run(
@@ -72,7 +79,9 @@ def run(
     with replaced_dir(out) as staging:
         for name in params.train.models:
             started = time.perf_counter()
-            spec = resolve(name, params.train, params.seed, train, best.get(name))
+            spec = resolve(
+                name, params.train, params.seed, train, best.get(name), k=params.evaluate.k
+            )
             log_tuned_choices(spec, params.train)
             # the tune stage's best trial is this very fit when the configs and data match;
             # otherwise fit, resuming an interrupted run from its checkpoint
@@ -83,6 +92,7 @@ def run(
             record = {"config": spec.record(), "origin": origin}
             if result is not None:
                 record["result"] = result.record()
+                write_text(curve_csv(result), staging / name / CURVE)
             write_json(record, staging / name / TRAINING_RECORD)
             seconds[name] = round(time.perf_counter() - started, 1)
             log.info("%s: %s in %.1fs", name, origin, seconds[name])

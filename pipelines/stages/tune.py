@@ -1,7 +1,8 @@
 """Stage `tune`: an Optuna study per model with a trial budget, chosen on validation NDCG.
 
 Writes the best trial per model (``best.json``, read by `train`), every trial's
-value as a DVC plot (``history.csv``) and an optimisation-history page per model.
+value and the best so far as a DVC plot, one series per model (``history/<model>.csv``),
+and an optimisation-history page per model.
 The studies themselves (SQLite) live under ``.cache/tune/`` keyed by what they
 depend on, so a killed run resumes; they are not copied into the output, whose
 files must be the same on every run (the databases hold trial wall-clock times).
@@ -50,8 +51,11 @@ FITTED = PROJECT.tune_fitted.name  # the best trial's fitted model per model
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
+    """One model's history: trial, its value, the best value so far."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["model", "trial", "value", "best"])
+    writer = csv.DictWriter(
+        buffer, fieldnames=["trial", "value", "best"], extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -68,9 +72,11 @@ def run(
     data_digest = file_digest(
         features / PROJECT.sequences.name, features / PROJECT.profiles.name, items, embeddings
     )
-    best, rows = {}, []
+    best = {}
+    history = PROJECT.tune_history.name
     with replaced_dir(out) as staging:
         (staging / FITTED).mkdir()
+        (staging / history).mkdir()
         write_text(
             "The best trial's fitted model per tuned model; the train stage reuses one when\n"
             "its configs and data are exactly those of the train stage's own fit.\n",
@@ -88,7 +94,7 @@ def run(
             keep = best_fit_keeper(kept, train, valid)
             study = run_study(name, params, train, valid, f"sqlite:///{store}", keep)
             best[name] = summary(study, params.tune.spaces[name])
-            rows += history_rows(name, study)
+            write_text(to_csv(history_rows(name, study)), staging / history / f"{name}.csv")
             page = optuna.visualization.plot_optimization_history(study)
             # a fixed div id: plotly draws a random one, which would change the file every run
             page.write_html(
@@ -109,7 +115,6 @@ def run(
                 time.perf_counter() - started,
             )
         write_json(best, staging / PROJECT.tune_best.name)
-        write_text(to_csv(rows), staging / PROJECT.tune_history.name)
     return {name: entry["value"] for name, entry in best.items()}
 
 

@@ -90,7 +90,13 @@ def _build(config_class: type, values: dict[str, Any], where: str) -> Any:
 
 
 def resolve(
-    name: str, params: TrainParams, seed: int, train: TrainData, tuned: Tuned | None = None
+    name: str,
+    params: TrainParams,
+    seed: int,
+    train: TrainData,
+    tuned: Tuned | None = None,
+    *,
+    k: int | None = None,
 ) -> FitSpec:
     """The typed configs model ``name`` is fitted with (see the module docstring)."""
     if name not in MODELS:
@@ -109,6 +115,7 @@ def resolve(
     if model_class.trainable:
         trainer_layers = [
             ("seed", {"seed": seed}),
+            ("params.yaml evaluate.k", {} if k is None else {"k": k}),
             ("params.yaml train.trainer", params.trainer),
             (f"params.yaml train.{name}.trainer", own_trainer),
             (tuned.source, dict(tuned.trainer)),
@@ -155,7 +162,8 @@ def check_params(params: Params) -> None:
 
     A typo fails at once, naming the key, instead of after hours of training.
     """
-    trainer_keys = {f.name for f in dataclasses.fields(TrainerConfig)}
+    # the validation cutoff is the protocol's (evaluate.k), not a training choice
+    trainer_keys = {f.name for f in dataclasses.fields(TrainerConfig)} - {"k"}
     for name in MODEL_NAMES:
         model_class = MODELS[name]
         section = params.train.section(name)

@@ -8,7 +8,7 @@ training and ``score_all`` for the validation ranking. The loop:
    sequence cropped to its newest ``context_length + 1`` events, the model's
    window (``random_windows`` adds earlier windows of long histories);
 3. every ``eval_every`` epochs ranks the full catalogue for the validation
-   targets (``evaluate_model``), keeps the best weights by NDCG@10, writes an
+   targets (``evaluate_model``), keeps the best weights by NDCG@k, writes an
    atomic checkpoint, then calls ``report(epoch, ndcg)`` (an Optuna pruner
    raises ``optuna.TrialPruned`` there; it propagates);
 4. stops after ``patience`` evaluations without improvement and restores the
@@ -44,7 +44,6 @@ from pipelines.models.base import PAD, Histories, Recommender, TrainData, Valida
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-METRIC = "ndcg@10"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,10 @@ class TrainerConfig:
     batch_size: int = 128  # sequences per step
     lr: float = 1e-3  # AdamW; the usual SASRec rate
     weight_decay: float = 0.0  # on weight matrices and embeddings only; dropout regularises
-    patience: int = 5  # evaluations without a better valid NDCG@10 before stopping
+    patience: int = 5  # evaluations without a better valid NDCG@k before stopping
+    # the cutoff of the validation NDCG that early stopping (and tuning) watches: the
+    # protocol's evaluate.k, filled by training.fit.resolve, never set in a train section
+    k: int = 10
     eval_every: int = 1  # epochs between evaluations (ML-100K: 1-4 s each on 2 CPU cores)
     # extra random earlier windows per history longer than a window; 1 lifted SASRec's
     # ML-100K valid NDCG@10 from 0.093 to 0.107 (one seed), for 15% more sequences per epoch
@@ -74,10 +76,11 @@ class TrainerConfig:
     ema_decay: float = 0.0
     # reorder events that share a timestamp at random each epoch: their order in the data
     # is the source file's, which carries no preference (MovieLens ships in random order)
-    shuffle_ties: bool = False
+    # (flagship, 3 seeds: 0.1170 ± 0.0053 -> 0.1189 ± 0.0007 test NDCG@10)
+    shuffle_ties: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "eval_every", "sort_pool"):
+        for name in ("epochs", "batch_size", "patience", "eval_every", "sort_pool", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.random_windows < 0 or self.grad_clip < 0 or self.lr < 0:
@@ -94,11 +97,11 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class TrainResult:
-    best_valid_ndcg: float  # valid NDCG@10 of the restored weights
+    best_valid_ndcg: float  # valid NDCG@k of the restored weights (k: TrainerConfig.k)
     best_epoch: int  # 1-based epoch that reached it
     epochs: int  # epochs run in total, resumed ones included
     device: str
-    history: tuple[tuple[int, float], ...]  # (epoch, valid NDCG@10) of every evaluation
+    history: tuple[tuple[int, float], ...]  # (epoch, valid NDCG@k) of every evaluation
     # how long it took: logged, never written to an output (0 for a result read back), so
     # that the same fit gives the same files and dvc.lock on every run; not part of equality
     seconds: float = field(default=0.0, compare=False)  # in all, evaluations and resumes included
@@ -428,6 +431,7 @@ def _fit(
     report: Callable[[int, float], None] | None,
 ) -> TrainResult:
     started = time.perf_counter()
+    metric = f"ndcg@{config.k}"
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)  # shuffling and windows
     sequences = Sequences.from_histories(train.histories)
@@ -475,7 +479,9 @@ def _fit(
 
         model.eval()
         with average.swapped_in(model) if average is not None else nullcontext():
-            ndcg = evaluate_model(model, *valid, k=10, batch_size=config.eval_batch_size)[METRIC]
+            ndcg = evaluate_model(model, *valid, k=config.k, batch_size=config.eval_batch_size)[
+                metric
+            ]
             if ndcg > run.best_ndcg:
                 run.best_ndcg, run.best_epoch, run.stale = ndcg, run.epoch, 0
                 best_state = cpu_state(model)
@@ -486,7 +492,7 @@ def _fit(
         log.info(
             "epoch %d: valid %s %.4f (best %.4f at epoch %d)%s",
             run.epoch,
-            METRIC,
+            metric,
             ndcg,
             run.best_ndcg,
             run.best_epoch,
@@ -514,7 +520,7 @@ def _fit(
     seconds = run.seconds + time.perf_counter() - started
     log.info(
         "best valid %s %.4f at epoch %d of %d; %.1fs in all",
-        METRIC,
+        metric,
         run.best_ndcg,
         run.best_epoch,
         run.epoch,

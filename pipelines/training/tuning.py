@@ -79,7 +79,7 @@ def _inside(value: Any, dim: SearchDimension) -> bool:
 
 def current_point(name: str, params: Params, train: TrainData) -> dict[str, Any]:
     """The searched keys' values as params.yaml resolves them, where they lie in the space."""
-    spec = resolve(name, params.train, params.seed, train)
+    spec = resolve(name, params.train, params.seed, train, k=params.evaluate.k)
     space = params.tune.spaces[name]
     model = config_to_dict(spec.model)
     trainer = {} if spec.trainer is None else spec.record()["trainer"]
@@ -112,7 +112,7 @@ def objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: valid ndcg@{k} {value:.4f}")
 
-        spec = resolve(name, params.train, params.seed, train, tuned)
+        spec = resolve(name, params.train, params.seed, train, tuned, k=params.evaluate.k)
         model, result = fit_model(spec, train, valid, report=report)
         if result is not None:
             value = result.best_valid_ndcg

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.core.config import Params
 from pipelines.core.paths import PROJECT
 from tests.code.imports import closure
 
@@ -59,8 +60,13 @@ def test_deps_name_only_code_the_stage_imports() -> None:
 
 
 def test_every_stage_depends_on_its_params_section() -> None:
+    # a stage without a section of its own (features: nothing to tune) has none to declare
+    sections = set(Params.model_fields)
     for name, stage in STAGES.items():
-        assert name in stage.get("params", []), name
+        declared = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])}
+        if name in sections:
+            assert name in declared, name
+        assert {d.split(".")[0] for d in declared} <= sections, (name, declared - sections)
 
 
 def test_outputs_live_under_artifacts() -> None:
@@ -87,3 +93,24 @@ def test_stage_outputs_match_the_paths_module() -> None:
         PROJECT.selection,
     ):
         assert str(path.relative_to(PROJECT.root)) in declared
+
+
+def _plot_files(title: str) -> set[str]:
+    plots = yaml.safe_load((PROJECT.root / "dvc.yaml").read_text())["plots"]
+    (entry,) = [p[title] for p in plots if title in p]
+    return set(entry["y"])
+
+
+def test_the_plots_draw_one_series_per_tuned_and_per_gradient_model() -> None:
+    from pipelines.core.config import load_params
+    from pipelines.models import MODELS
+
+    params = load_params(PROJECT.params)
+    tuned = {name for name, budget in params.tune.trials.items() if budget > 0}
+    assert _plot_files("tuning history") == {
+        f"artifacts/tune/history/{name}.csv" for name in tuned
+    }
+    gradient = {name for name in params.train.models if MODELS[name].trainable}
+    assert _plot_files("training curves") == {
+        f"artifacts/models/{name}/curve.csv" for name in gradient
+    }

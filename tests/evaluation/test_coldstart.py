@@ -83,7 +83,7 @@ def sequences_of(rows: list[list[int]], held_out: int = 2) -> pd.DataFrame:
         for user, items in enumerate(rows)
         for position, item in enumerate(items)
     ]
-    return build_sequences(pd.DataFrame(events), max_gap_days=365)
+    return build_sequences(pd.DataFrame(events))
 
 
 # 4 users over 10 items; items 2 and 7 will be cold
@@ -104,7 +104,7 @@ def test_choose_cold_items_is_seeded_distinct_and_sized() -> None:
 
 def test_remove_items_drops_them_everywhere_and_keeps_n_train() -> None:
     sequences = sequences_of(ROWS)
-    warm = remove_items(sequences, COLD, 365)
+    warm = remove_items(sequences, COLD)
     assert [s.tolist() for s in warm["items"]] == [
         [0, 1, 3],
         [4, 5, 6, 1],
@@ -114,9 +114,8 @@ def test_remove_items_drops_them_everywhere_and_keeps_n_train() -> None:
     # training parts were [0 2 1], [4 5], [7 0 8 9], [1 3 4]: cold events leave n_train
     assert warm["n_train"].tolist() == [2, 2, 3, 3]
     assert list(warm.columns) == list(sequences.columns) and len(warm) == len(sequences)
-    for row in warm.itertuples():  # time features stay aligned with the kept events
-        assert len(row.timestamps) == len(row.items) == len(row.gaps) == len(row.hours)
-    assert warm["gaps"][0].tolist() == [0, 7200, 3600]  # the gap over a removed event is recomputed
+    for row in warm.itertuples():  # timestamps stay aligned with the kept events
+        assert len(row.timestamps) == len(row.items)
     # nothing cold reaches a model's training data
     data = train_data(warm, SideInfo(N_ITEMS))
     assert data.matrix[:, COLD].nnz == 0
@@ -125,7 +124,7 @@ def test_remove_items_drops_them_everywhere_and_keeps_n_train() -> None:
 
 def test_removing_nothing_changes_nothing() -> None:
     sequences = sequences_of([[0, 1, 2], [3, 4, 5, 6], *ROWS])
-    same = remove_items(sequences, [], 365)
+    same = remove_items(sequences, [])
     for column in sequences.columns:
         assert [np.asarray(v).tolist() for v in same[column]] == [
             np.asarray(v).tolist() for v in sequences[column]
@@ -133,8 +132,8 @@ def test_removing_nothing_changes_nothing() -> None:
 
 
 def test_a_user_can_lose_every_event() -> None:
-    emptied = remove_items(sequences_of([[0, 1, 2], [3, 4, 5]]), [3, 4, 5], 365)
-    assert emptied["items"][1].tolist() == [] and emptied["gaps"][1].tolist() == []
+    emptied = remove_items(sequences_of([[0, 1, 2], [3, 4, 5]]), [3, 4, 5])
+    assert emptied["items"][1].tolist() == [] and emptied["timestamps"][1].tolist() == []
     assert emptied["n_train"].tolist() == [1, 0]
     assert train_data(emptied, SideInfo(N_ITEMS)).matrix.shape == (1, N_ITEMS)  # left out
 
@@ -148,7 +147,7 @@ def test_fit_inputs_validation_is_the_protocol_valid_split() -> None:
     assert torch.equal(inputs.valid.targets, targets_for(sequences, "valid"))
     assert torch.equal(inputs.valid.histories.profiles, reference.profiles)
     # after removal, validation is the first warm held-out event: never a cold item
-    warm = fit_inputs(remove_items(sequences, COLD, 365), SideInfo(N_ITEMS))
+    warm = fit_inputs(remove_items(sequences, COLD), SideInfo(N_ITEMS))
     assert warm.valid.targets.tolist() == [3, 6, 3, 5]
     assert not np.isin(warm.valid.histories.items.numpy(), COLD).any()
 
@@ -185,7 +184,7 @@ def test_new_items_protocol_known_answers_and_no_leak() -> None:
     sequences = sequences_of(ROWS)
     # the model prefers item 7 over item 2; users 0 and 2 have both cold items, nobody else any
     spy = Spy([0.0] * 2 + [1.0] + [0.0] * 4 + [2.0] + [0.0] * 2)
-    result = new_items_protocol(sequences, SideInfo(N_ITEMS), spy, COLD, k=1, max_gap_days=365)
+    result = new_items_protocol(sequences, SideInfo(N_ITEMS), spy, COLD, k=1)
     assert result["users"] == 2 and result["cold_items"] == 2
     assert result["model"] == {"recall@1": 0.5, "ndcg@1": 1.0}  # top-1 is relevant, half found
     assert result["warm_ceiling"] == result["model"]  # a fixed vector learns nothing
@@ -198,9 +197,7 @@ def test_new_items_protocol_known_answers_and_no_leak() -> None:
 def test_cross_fitted_warm_never_trains_on_the_scored_users_cold_events() -> None:
     sequences = sequences_of(ROWS)
     spy = Spy([0.0] * 2 + [1.0] + [0.0] * 4 + [2.0] + [0.0] * 2)
-    result = new_items_protocol(
-        sequences, SideInfo(N_ITEMS), spy, COLD, k=1, warm_folds=2, max_gap_days=365
-    )
+    result = new_items_protocol(sequences, SideInfo(N_ITEMS), spy, COLD, k=1, warm_folds=2)
     assert result["warm_cross_fitted"] == result["model"]  # a fixed vector: same ranking
     fold_fits = spy.seen[2:]
     assert len(fold_fits) == 2
@@ -222,7 +219,7 @@ def items_in(inputs: FitInputs) -> set[int]:
 
 def test_no_cold_item_reaches_any_input_of_the_cold_model() -> None:
     spy = Spy([0.0] * N_ITEMS)
-    new_items_protocol(sequences_of(ROWS), SideInfo(N_ITEMS), spy, COLD, max_gap_days=365)
+    new_items_protocol(sequences_of(ROWS), SideInfo(N_ITEMS), spy, COLD)
     cold_model, warm_ceiling = spy.seen
     assert items_in(cold_model) and not items_in(cold_model) & set(COLD.tolist())
     assert items_in(warm_ceiling) >= set(COLD.tolist())  # the guard can see a cold item
@@ -233,7 +230,7 @@ def test_new_items_protocol_ties_fall_back_to_item_index() -> None:
     rows = [[0, 3, 1, 5], [1, 2, 0, 4], [6, 0, 5, 1]]
     cold = np.array([3, 4, 5])
     result = new_items_protocol(
-        sequences_of(rows), SideInfo(N_ITEMS), Spy([0.0] * N_ITEMS), cold, k=1, max_gap_days=365
+        sequences_of(rows), SideInfo(N_ITEMS), Spy([0.0] * N_ITEMS), cold, k=1
     )
     # order is always 3, 4, 5: user 0 has {3, 5} → hit; user 1 {4} → miss; user 2 {5} → miss
     assert result["users"] == 3
@@ -256,7 +253,6 @@ def test_histories_hold_only_warm_events() -> None:
         SideInfo(N_ITEMS),
         lambda inputs: Recorder([0.0] * N_ITEMS),
         COLD,
-        max_gap_days=365,
     )
     items = torch.cat([h.items for h in seen])
     assert not np.isin(items.numpy(), COLD).any()

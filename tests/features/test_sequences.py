@@ -16,26 +16,11 @@ from pipelines.features.sequences import (
     targets_for,
     train_matrix,
 )
-from pipelines.features.time import time_features
-
-
-def test_time_features_know_the_calendar() -> None:
-    # 1997-09-20 is a Saturday (weekday 5); the second event is 3 h 30 min later
-    start = 874_713_600 + 13 * 3600  # 1997-09-20 13:00 UTC
-    features = time_features(np.array([start, start + 12_600]), max_gap_days=365)
-    assert list(features["gaps"]) == [0, 12_600]
-    assert list(features["hours"]) == [13, 16]
-    assert list(features["weekdays"]) == [5, 5]
-
-
-def test_gaps_are_clipped() -> None:
-    features = time_features(np.array([0, 10 * 86_400]), max_gap_days=2)
-    assert features["gaps"][1] == 2 * 86_400
 
 
 def test_sequences_hold_protocol_order(tiny_interactions) -> None:
     split = split_interactions(tiny_interactions, min_count=2)
-    sequences = build_sequences(split, max_gap_days=365)
+    sequences = build_sequences(split)
     assert list(sequences["user_idx"]) == [0, 1, 2]
     first = sequences.iloc[0]
     assert len(first["items"]) == 6 and first["n_train"] == 4
@@ -74,19 +59,19 @@ ROWS = [[4, 1, 2, 3], [0, 5, 6], [7, 7, 8, 9, 1]]
 def test_sequences_are_in_user_idx_order_whatever_the_row_order() -> None:
     frame = events(ROWS)
     shuffled = pd.concat([frame[frame["user_idx"] == u] for u in (2, 0, 1)])
-    sequences = build_sequences(shuffled, max_gap_days=365)
+    sequences = build_sequences(shuffled)
     assert sequences["user_idx"].tolist() == [0, 1, 2]
     assert [s.tolist() for s in sequences["items"]] == ROWS
     assert sequences["n_train"].tolist() == [2, 1, 3]
     assert list(sequences.columns) == ["user_idx", *SEQUENCE_COLUMNS]
-    narrow = build_sequences(frame.astype({"item_idx": "int32", "timestamp": "int32"}), 365)
+    narrow = build_sequences(frame.astype({"item_idx": "int32", "timestamp": "int32"}))
     assert {a.dtype for a in [*narrow["items"], *narrow["timestamps"]]} == {np.dtype(np.int64)}
-    empty = build_sequences(frame.iloc[:0], max_gap_days=365)
+    empty = build_sequences(frame.iloc[:0])
     assert len(empty) == 0 and list(empty.columns) == ["user_idx", *SEQUENCE_COLUMNS]
 
 
 def test_each_split_sees_exactly_its_history() -> None:
-    sequences = build_sequences(events(ROWS), max_gap_days=365)
+    sequences = build_sequences(events(ROWS))
     cut = {"train": [2, 1, 3], "valid": [2, 1, 3], "test": [3, 2, 4]}
     for split, lengths in cut.items():
         histories = histories_for(sequences, split)
@@ -101,7 +86,7 @@ def test_each_split_sees_exactly_its_history() -> None:
 
 
 def test_the_training_matrix_is_binary_float32_of_training_events() -> None:
-    sequences = build_sequences(events(ROWS), max_gap_days=365)
+    sequences = build_sequences(events(ROWS))
     matrix = train_matrix(sequences, n_items=10)
     assert matrix.dtype == np.float32 and matrix.shape == (3, 10)
     # user 2 trains on 7, 7, 8: the repeated item counts once; held-out events never count
@@ -109,18 +94,21 @@ def test_the_training_matrix_is_binary_float32_of_training_events() -> None:
     assert matrix.sum() == 2 + 1 + 2
 
 
-def test_removing_items_keeps_the_index_types_and_first_gaps() -> None:
-    sequences = build_sequences(events(ROWS), max_gap_days=365).set_axis([7, 8, 9])
+def test_removing_items_keeps_the_index_and_the_types() -> None:
+    sequences = build_sequences(events(ROWS)).set_axis([7, 8, 9])
     narrow = sequences.assign(  # integer widths a parquet file may hold
         items=[a.astype(np.int32) for a in sequences["items"]],
         timestamps=[a.astype(np.int32) for a in sequences["timestamps"]],
     )
-    kept = remove_items(narrow, [0, 6, 4], max_gap_days=365)
+    kept = remove_items(narrow, [0, 6, 4])
     assert kept.index.tolist() == [7, 8, 9]
     assert [s.tolist() for s in kept["items"]] == [[1, 2, 3], [5], [7, 7, 8, 9, 1]]
     for column in SEQUENCE_COLUMNS[:-1]:
         assert {a.dtype for a in kept[column]} == {np.dtype(np.int64)}, column
     assert kept["n_train"].dtype == np.int64 and kept["n_train"].tolist() == [1, 0, 3]
-    # user 1 keeps one event: its gap is 0, not the time since user 0's last event
-    assert kept["gaps"][8].tolist() == [0]
-    assert kept["gaps"][7].tolist() == [0, 3_600, 3_600]
+    for before, after, stamps in zip(
+        sequences["items"], kept["items"], kept["timestamps"], strict=True
+    ):  # each kept event keeps its own timestamp
+        keep = ~np.isin(before, [0, 6, 4])
+        original = sequences["timestamps"][sequences["items"].map(lambda a, b=before: a is b)]
+        assert stamps.tolist() == original.iloc[0][keep].tolist() and len(stamps) == len(after)

@@ -110,7 +110,7 @@ def build_artifacts(
     users = users_frame()
     write_parquet(users, split_dir / PROJECT.split_users.name)
     features = artifacts / "features"
-    write_parquet(build_sequences(events_frame(), 365), features / PROJECT.sequences.name)
+    write_parquet(build_sequences(events_frame()), features / PROJECT.sequences.name)
     vocabulary = profile_vocabulary(users)
     write_parquet(encode_profiles(users, vocabulary), features / PROJECT.profiles.name)
     write_json(vocabulary, features / PROJECT.profile_vocab.name)

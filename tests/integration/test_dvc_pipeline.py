@@ -131,14 +131,19 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
     assert record["config"]["sources"]["l2"] == "params.yaml"
     # the tuned gradient models reuse their best trial's fit instead of fitting it again
     for name in ("sasrec", "fusion_transformer"):
-        origin = json.loads((repo / f"artifacts/models/{name}/training.json").read_text())["origin"]
-        assert origin.endswith(f"artifacts/tune/fitted/{name}"), (name, origin)
+        record = json.loads((repo / f"artifacts/models/{name}/training.json").read_text())
+        assert record["origin"].endswith(f"artifacts/tune/fitted/{name}"), (name, record)
+        # its training curve, the DVC plot: one row per evaluated epoch, as the fit recorded
+        curve = pd.read_csv(repo / f"artifacts/models/{name}/curve.csv")
+        history = record["result"]["history"]
+        assert curve["epoch"].tolist() == [epoch for epoch, _ in history]
+        assert curve["valid_ndcg"].tolist() == pytest.approx([n for _, n in history], abs=1e-6)
 
 
 def test_tune_writes_its_outputs_and_train_uses_the_best_trial(
     built: tuple[Path, str],
 ) -> None:
-    # README: tune writes best.json, history.csv and <model>_history.html, and
+    # tune writes best.json, history/<model>.csv and <model>_history.html, and
     # train re-fits each tuned model with its best trial's values
     import optuna
 
@@ -148,11 +153,10 @@ def test_tune_writes_its_outputs_and_train_uses_the_best_trial(
     tuned = {name for name, budget in params.tune.trials.items() if budget > 0}
     best = json.loads((tune / "best.json").read_text())
     assert set(best) == tuned and "ease" not in tuned  # the fixture left EASE untuned
-    history = pd.read_csv(tune / "history.csv")
     for name in tuned:
         entry = best[name]
         assert entry["trials"] == params.tune.trials[name]
-        rows = history[history["model"] == name]
+        rows = pd.read_csv(tune / "history" / f"{name}.csv")
         assert len(rows) == entry["trials"] - entry["pruned"] - entry["failed"]
         assert rows["value"].max() == pytest.approx(entry["value"])
         assert rows["best"].is_monotonic_increasing

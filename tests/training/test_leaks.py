@@ -52,7 +52,7 @@ def planted() -> tuple[pd.DataFrame, set[int], set[int]]:
 @pytest.fixture(scope="module")
 def data():
     split, valid_items, test_items = planted()
-    sequences = build_sequences(split, max_gap_days=365)
+    sequences = build_sequences(split)
     n_items = int(split["item_idx"].max()) + 1
     side = SideInfo(
         n_items=n_items,
