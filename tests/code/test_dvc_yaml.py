@@ -107,9 +107,7 @@ def test_the_plots_draw_one_series_per_tuned_and_per_gradient_model() -> None:
 
     params = load_params(PROJECT.params)
     tuned = {name for name, budget in params.tune.trials.items() if budget > 0}
-    assert _plot_files("tuning history") == {
-        f"artifacts/tune/history/{name}.csv" for name in tuned
-    }
+    assert _plot_files("tuning history") == {f"artifacts/tune/history/{name}.csv" for name in tuned}
     gradient = {name for name in params.train.models if MODELS[name].trainable}
     assert _plot_files("training curves") == {
         f"artifacts/models/{name}/curve.csv" for name in gradient

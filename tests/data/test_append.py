@@ -15,10 +15,10 @@ import pytest
 from pipelines.core import schema
 from pipelines.core.config import IngestParams
 from pipelines.data import snapshot as snapshot_mod
-from pipelines.loop import stream
 from pipelines.data.append import append_batch
-from pipelines.data.snapshot import LEDGER, read_ledger
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
+from pipelines.data.snapshot import LEDGER, read_ledger
+from pipelines.loop import stream
 from tests.monitoring.synthetic import synthetic_raw
 
 KEY = PUBLIC_DEMO_KEY

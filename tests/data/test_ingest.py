@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 
 from pipelines.core import schema
-from pipelines.core.paths import PROJECT, Layout
 from pipelines.core.config import IngestParams, Params, TableSource
+from pipelines.core.paths import PROJECT, Layout
 from pipelines.data import ingest as ingest_module
 from pipelines.data import quarantine as quarantine_module
 from pipelines.data import snapshot as snapshot_module
 from pipelines.data.ingest import ingest
+from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN, PseudonymKeyError
 from pipelines.data.quarantine import BatchNameError
 from pipelines.data.snapshot import fingerprint_path
-from pipelines.data.privacy import KEY_ENV, PSEUDONYM_PATTERN, PseudonymKeyError
 from pipelines.data.sources import SourceError
 from pipelines.stages import ingest as stage
 
@@ -447,10 +447,10 @@ def test_a_key_file_readable_by_others_gets_a_warning(tmp_path, clean, no_key_en
 
 
 def test_two_runs_in_the_same_second_keep_both_quarantines(tmp_path, corrupt) -> None:
-    q = tmp_path / "q"
-    first = ingest(corrupt.ingest, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    q, d = tmp_path / "q", tmp_path / "d"
+    first = ingest(corrupt.ingest, None, data_dir=d, quarantine_dir=q, key=KEY, now=NOW)
     kept = digests(first.quarantine)
-    second = ingest(corrupt.ingest, None, data_dir=tmp_path / "d", quarantine_dir=q, key=KEY, now=NOW)
+    second = ingest(corrupt.ingest, None, data_dir=d, quarantine_dir=q, key=KEY, now=NOW)
     assert first.quarantine != second.quarantine
     assert digests(first.quarantine) == kept
     assert json.loads((second.quarantine / "report.json").read_text())["batch"] == second.batch
@@ -714,7 +714,7 @@ def test_movielens_100k_end_to_end(tmp_path) -> None:
     from pipelines.data.sources import read_movielens
 
     data = tmp_path / "data"
-    result = ingest(Params().ingest, "ml100k", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
+    result = ingest(IngestParams(), "ml100k", data_dir=data, quarantine_dir=tmp_path / "q", key=KEY)
     assert result.accepted, result.report.messages()
     assert {t: c["accepted"] for t, c in result.counts.items()} == {
         "interactions": 100_000,
