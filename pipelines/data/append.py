@@ -153,12 +153,6 @@ def batch_checksum(batch_dir: Path) -> str:
     return digest.hexdigest()
 
 
-
-
-
-
-
-
 @contextmanager
 def append_lock(data_dir: Path) -> Iterator[None]:
     """One append at a time per data folder (the lock file lives beside it, not in it)."""
@@ -173,8 +167,6 @@ def append_lock(data_dir: Path) -> Iterator[None]:
 
 
 # ---- reading what data/ holds ------------------------------------------------------------
-
-
 
 
 # ---- cross-batch validation ----------------------------------------------------------------
@@ -291,8 +283,6 @@ def merged_tables(
     return out
 
 
-
-
 def track_with_dvc(data_dir: Path = PROJECT.data, root: Path = PROJECT.root) -> str | None:
     """``dvc add data`` so data.dvc names the new snapshot; returns the md5 DVC recorded."""
     import yaml
@@ -310,8 +300,6 @@ def track_with_dvc(data_dir: Path = PROJECT.data, root: Path = PROJECT.root) -> 
     dvc_file = Path(str(data_dir) + ".dvc")
     outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
     return outs[0].get("md5")
-
-
 
 
 def append_batch(

@@ -71,7 +71,6 @@ class IngestResult:
     notes: tuple[str, ...] = ()
 
 
-
 def ingest(
     cfg: IngestParams,
     batch_name: str | None = None,

@@ -31,10 +31,12 @@ SOURCE_ROW = "source_row"
 class BatchNameError(ValueError):
     """The batch name would not make a safe folder name, or is taken by a quarantine folder."""
 
+
 def default_batch_name(now: datetime | None = None) -> str:
     """UTC timestamp plus a random tag, like 20261124T061500Z-3f9a: sortable, and two runs
     in the same second get different names (a clash left over is retried with a new tag)."""
     return f"{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+
 
 def check_batch_name(name: str) -> str:
     if not BATCH_PATTERN.match(name):
@@ -43,6 +45,7 @@ def check_batch_name(name: str) -> str:
             "and start with a letter or digit"
         )
     return name
+
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:
     """Rejected rows may hold anything; mixed-type columns become text so they can be written."""
@@ -56,6 +59,7 @@ def _readable(frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = out[column].map(lambda v: None if v is None else str(v))
     return out
 
+
 def split_rows(frame: pd.DataFrame, reasons: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted, rejected); rejected rows keep their source row number and their reasons."""
     bad = reasons.to_numpy() != ""
@@ -64,6 +68,7 @@ def split_rows(frame: pd.DataFrame, reasons: pd.Series) -> tuple[pd.DataFrame, p
     rejected.insert(0, SOURCE_ROW, np.flatnonzero(bad))
     rejected[REASONS] = reasons[bad].to_numpy()
     return rows[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+
 
 def _markdown(
     batch: str,
@@ -119,6 +124,7 @@ def _markdown(
     ]
     return "\n".join(lines) + "\n"
 
+
 def _claim(root: Path, batch: str, retry: bool) -> str:
     """Create quarantine/<batch>/ empty, atomically: a folder that exists is never reused.
 
@@ -138,6 +144,7 @@ def _claim(root: Path, batch: str, retry: bool) -> str:
                 ) from None
             name = f"{batch.rsplit('-', 1)[0]}-{secrets.token_hex(2)}"
     raise BatchNameError(f"could not find a free quarantine folder name in {root}")
+
 
 def write_quarantine(
     tables: dict[str, pd.DataFrame],

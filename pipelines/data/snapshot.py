@@ -74,6 +74,7 @@ LEDGER = "ledger.json"  # inside data/: swapped in together with the tables it d
 
 # ---- canonical tables ------------------------------------------------------------
 
+
 def final_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     """Interactions as written: source order kept, because split's `source_order`
     tie-break reads same-second events in the order the source logged them."""
@@ -82,6 +83,7 @@ def final_interactions(frame: pd.DataFrame) -> pd.DataFrame:
     out[schema.TIMESTAMP] = out[schema.TIMESTAMP].astype("int64")
     return out.reset_index(drop=True)
 
+
 def final_items(frame: pd.DataFrame) -> pd.DataFrame:
     """Items sorted by id, so the file depends only on the catalogue's content."""
     out = frame[list(schema.ITEM_COLUMNS)].copy()
@@ -89,16 +91,20 @@ def final_items(frame: pd.DataFrame) -> pd.DataFrame:
     out[schema.GENRES] = out[schema.GENRES].map(list)
     return out.sort_values(schema.ITEM_ID, key=id_sort_key, kind="stable").reset_index(drop=True)
 
+
 def final_users(frame: pd.DataFrame) -> pd.DataFrame:
     """Users sorted by pseudonym, which also hides the order of the raw ids."""
     out = frame[list(schema.USER_COLUMNS)].copy()
     return out.sort_values(schema.USER_ID, kind="stable").reset_index(drop=True)
+
 
 FINALISERS: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     INTERACTIONS: final_interactions,
     ITEMS: final_items,
     USERS: final_users,
 }
+
+
 def write_table(frame: pd.DataFrame, path: Path, table_schema: pa.Schema | None = None) -> None:
     """Deterministic Parquet: fixed schema and writer settings, no index, no timestamps,
     so the same rows always give the same bytes (DVC then sees no change)."""
@@ -107,6 +113,7 @@ def write_table(frame: pd.DataFrame, path: Path, table_schema: pa.Schema | None 
 
 
 # ---- atomic publishing ---------------------------------------------------------------
+
 
 def publish_dir(target: Path, fill: Callable[[Path], list[Path]], keep_others: bool) -> list[Path]:
     """Fill a fresh folder beside target, then swap it in: target is never half-written.
@@ -145,8 +152,8 @@ def write_snapshot(
     return publish_dir(Path(data_dir), fill, keep_others=True)
 
 
-
 # ---- reading what data/ holds ------------------------------------------------------------
+
 
 def snapshot_present(data_dir: Path) -> bool:
     return any((data_dir / name).exists() for name in OUTPUT_NAMES.values())
@@ -181,12 +188,13 @@ def current_version(data_dir: Path) -> str:
     return data_version(read_ledger(data_dir))
 
 
-
 # ---- the pseudonymisation key ----------------------------------------------------------
+
 
 def fingerprint_path(data_dir: Path) -> Path:
     """Beside data/, not in it (data/ is tracked by DVC): .secrets/<name>.key-fingerprint."""
     return data_dir.parent / ".secrets" / f"{data_dir.name}.key-fingerprint"
+
 
 def checked_key(key: bytes | None, key_path: Path, data_dir: Path, new_key: bool) -> bytes:
     """The key to pseudonymise with, refused when it cannot be the one data/ was written with.
