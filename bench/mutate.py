@@ -10,8 +10,10 @@ so the worktree is never edited.
 
 The table gives killed / survived per module; every survivor is printed with
 its diff. Survivors that cannot be killed because they do not change behaviour
-(equivalent mutants) are listed, with the reason, in the README's Tests
-section; this script reads their names from there and counts them apart.
+(equivalent mutants) are listed in ``bench/equivalent_mutants.csv``, one row per
+mutant: ``module`` (dotted, as mutmut names it), ``mutant`` (mutmut's name inside
+that module) and ``why`` no test can tell it from the original. This script reads
+that file and counts those survivors apart (docs/testing.md).
 
     python bench/mutate.py                      # every module (about 35 min on 2 cores)
     python bench/mutate.py --only io privacy    # some of them
@@ -21,7 +23,7 @@ section; this script reads their names from there and counts them apart.
 from __future__ import annotations
 
 import argparse
-import itertools
+import csv
 import json
 import os
 import re
@@ -36,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".cache" / "mutate"
-README = ROOT / "README.md"
+EQUIVALENT = ROOT / "bench" / "equivalent_mutants.csv"
 
 # mutmut's exit-code verdicts, grouped as this table counts them: a timeout or a crash
 # means the tests noticed the bug; "no tests" means no test of the module runs the function
@@ -146,24 +148,28 @@ def module_of(mutant: str) -> str:
     return dotted.replace(".", "/") + ".py"
 
 
-EQUIVALENT_HEADING = "**Equivalent mutants**"
+EQUIVALENT_COLUMNS = ["module", "mutant", "why"]
+MUTANT_NAME = re.compile(r"x.+__mutmut_\d+")
 
 
-def equivalent_mutants(readme: Path = README) -> set[str]:
-    """The mutants the README declares equivalent: the table after its heading, one row per
-    module and reason, ``| `pipelines.module` | `x_name__mutmut_N`, ... | why |``."""
-    text = readme.read_text(encoding="utf-8")
-    if EQUIVALENT_HEADING not in text:
-        return set()
+def equivalent_mutants(path: Path = EQUIVALENT) -> set[str]:
+    """The mutants ``path`` declares equivalent, by full name (``pipelines.core.io.x_f__mutmut_4``).
+
+    A CSV with the header ``module,mutant,why`` and one row per mutant; a row that is not
+    a ``pipelines.`` module, a mutmut name and a reason is refused with its line number.
+    """
     names: set[str] = set()
-    lines = text.split(EQUIVALENT_HEADING, 1)[1].splitlines()[1:]
-    rows = itertools.dropwhile(lambda line: not line.startswith("|"), lines)
-    for line in itertools.takewhile(lambda line: line.startswith("|"), rows):
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        module = cells[0].strip("`")
-        if not module.startswith("pipelines."):
-            continue  # the header and its rule
-        names |= {f"{module}.{short}" for short in re.findall(r"`([^`]+__mutmut_\d+)`", cells[1])}
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != EQUIVALENT_COLUMNS:
+            raise ValueError(f"{path}: the header must be {','.join(EQUIVALENT_COLUMNS)}")
+        for row in reader:
+            module, mutant, why = (row[c] or "" for c in EQUIVALENT_COLUMNS)
+            if not (
+                module.startswith("pipelines.") and MUTANT_NAME.fullmatch(mutant) and why.strip()
+            ):
+                raise ValueError(f"{path}, line {reader.line_num}: expected module,mutant,why")
+            names.add(f"{module}.{mutant}")
     return names
 
 
@@ -374,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, header))
     print(
         "\nkilled % = killed / total; score = killed / (total - equivalent), the usual "
-        "mutation score (equivalent mutants: README, Tests)."
+        "mutation score (equivalent mutants: bench/equivalent_mutants.csv)."
     )
     print(f"\n{totals['total']} mutants in {elapsed / 60:.1f} min", end="")
     print(" (" + ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items()) + ")")
     print("\n### survivors\n")
     for name, status, same, diff in survivors:
-        tag = "equivalent (README)" if same else status
+        tag = "equivalent (listed)" if same else status
         print(f"- {name} [{tag}]")
         for line in changed_lines(diff):
             print(f"      {line.strip()}")
