@@ -1,12 +1,12 @@
 """The replay feed (design.md §6): MovieLens replayed in time as a weekly stream of batches.
 
 Weeks are aligned on Monday 00:00 UTC, counted from the Monday of the week of the
-first event; the first ``initial_weeks`` (12: to 1997-12-07 on ML-100K, about 52k
+first event; the first ``initial_weeks`` (12: to 1997-12-07 on ML-100K, 43,694
 events) form the initial snapshot and every later week is one batch.
 
 A batch is a folder ``<landing>/<name>/`` holding raw tables in the table
-adapter's format (``data.append.BATCH_FILES``: ``interactions.csv``, ``items.csv``, ``users.csv``,
-canonical column names, genres joined by ``|``), **before** privacy: ingestion applies it
+adapter's format (``data.append.BATCH_FILES``: ``interactions.csv``, ``items.csv``,
+``users.csv``, canonical column names, genres joined by ``|``), **before** privacy: ingestion applies it
 at the door, exactly as for any other source. A batch carries the item and user
 rows its events need that no earlier batch of the feed carried, so cross-batch
 references resolve. The folder is filled beside the landing folder and renamed in

@@ -6,7 +6,7 @@ evaluate for the closed-form baselines, and checks
 
 - the protocol's counts: 943 users, 1,349 items, 99,287 interactions;
 - popularity against an independent plain-pandas implementation;
-- the baselines against known numbers for both tie-breaks (see README);
+- the baselines against known numbers for both tie-breaks (docs/protocol.md);
 - that no raw user id or 5-digit zip reached data/ or artifacts/.
 """
 
