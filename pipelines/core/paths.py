@@ -221,6 +221,18 @@ class Layout:
         return self.selection_dir / "leaderboard.md"
 
     @property
+    def gate_dir(self) -> Path:  # the paired champion-challenger evidence, the winner's blend
+        return self.artifacts / "gate"
+
+    @property
+    def gate(self) -> Path:
+        return self.gate_dir / "gate.json"
+
+    @property
+    def gate_blend(self) -> Path:
+        return self.gate_dir / "blend.json"
+
+    @property
     def release_dir(self) -> Path:
         return self.artifacts / "release"
 

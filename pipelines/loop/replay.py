@@ -3,16 +3,19 @@
 The same steps the DAG tasks call (``loop.steps``), in the same order, for one week at a
 time, with each step timed, in a replay workspace (``loop.workspace``). The replay entry
 point (``pipelines/stages/replay.py``) runs week 0 (the initial snapshot: ingest, then the
-first training) and then each weekly batch; ``write_outputs`` renders the table (one row
-per week), the timings and the quality curve.
+first training) and then each weekly batch.
+
+Each week is scored **before** it is trained on (the monitor step, design.md §6): the
+champion as served (live history, a growing catalogue, its blend with what is popular
+now), the same champion stale (frozen at its training), after a switch the champion it
+replaced, popularity and the last 7 days' popularity, on every event of known users. The
+table shows them with intervals; ``pooled`` adds up every week's cases for the verdicts
+the loop is judged by.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,19 +28,20 @@ from pipelines.core.io import write_json, write_text
 from pipelines.core.paths import Layout
 from pipelines.loop import deploy, stream
 from pipelines.loop.steps import (
-    batch_slices,
-    bundle_scorer,
+    curve_entries,
     deploy_release,
     ingest_batch,
     monitor_batch,
     record_lineage,
     repro,
 )
-from pipelines.monitoring.quality import next_item_ndcg, popularity_ranker
+from pipelines.monitoring import quality
 
 log = logging.getLogger(__name__)
 
-STEPS = ("land", "ingest", "monitor", "retrain", "deploy", "score")  # as Week.seconds names them
+STEPS = ("land", "ingest", "monitor", "retrain", "deploy")  # as Week.seconds names them
+SERVED, STALE, PREVIOUS = "as served", "stale", "previous champion, as served"
+POPULAR, RECENT = "popularity", "popularity, last 7 days"
 
 
 # ---- one week ------------------------------------------------------------------------------
@@ -60,10 +64,7 @@ class Week:
     blessed: bool | None = None
     switched: bool = False
     champion: str | None = None  # the model served after the week
-    ndcg_before: float | None = None
-    ndcg_after: float | None = None
-    ndcg_popularity: float | None = None  # same cases, the most popular items so far: a floor
-    users: int = 0  # users the NDCG averages over
+    quality: dict[str, Any] | None = None  # the monitor's prequential numbers (before training)
     gate: str = ""  # the blessing reason that decided (package stage)
     note: str = ""  # what went wrong in the switch, if anything
     seconds: dict[str, float] = field(default_factory=dict)
@@ -71,22 +72,19 @@ class Week:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def metric(self, ranker: str, slice_name: str = "all") -> dict[str, Any] | None:
+        """NDCG@k of a ranker on a slice of this week ({mean, low, high, ...}), if scored."""
+        if not self.quality:
+            return None
+        k = self.quality["k"]
+        return self.quality["slices"].get(slice_name, {}).get(ranker, {}).get(f"ndcg@{k}")
 
-def champion_ndcg(layout: Layout, batch: str, k: int) -> tuple[float | None, int]:
-    """The served champion's next-item NDCG@k on an appended batch (histories: all before it)."""
-    served = deploy.current(layout.serving) or {}
-    if not served.get("bundle"):
-        return None, 0
-    _, current, history = batch_slices(layout, batch)
-    ranker, _ = bundle_scorer(Path(served["bundle"]))
-    return next_item_ndcg(history, current["interactions"], ranker, k)
-
-
-def popularity_ndcg(layout: Layout, batch: str, k: int) -> tuple[float | None, int]:
-    """NDCG@k on the same cases of the items most popular in everything before the batch: a
-    floor, retrained every week for free, to read the champion's number against."""
-    _, current, history = batch_slices(layout, batch)
-    return next_item_ndcg(history, current["interactions"], popularity_ranker(history), k)
+    def difference(self, ranker: str, slice_name: str = "all") -> dict[str, Any] | None:
+        if not self.quality:
+            return None
+        k = self.quality["k"]
+        entry = self.quality["slices"].get(slice_name, {}).get(ranker, {})
+        return entry.get(f"ndcg@{k} vs popularity")
 
 
 @contextmanager
@@ -99,7 +97,7 @@ def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
 
 
 def retrain(layout: Layout, week: Week, version: str, params: Params) -> None:
-    """`dvc repro` (the blessing gate and the release are its package stage), then the
+    """`dvc repro` (the gate and the release are its gate and package stages), then the
     readiness-checked switch, then the lineage; what happened goes into ``week``."""
     log.info("week %d: dvc repro in %s (log: %s)", week.week, layout.root, layout.repro_log)
     with timed(week.seconds, "retrain"):
@@ -116,10 +114,11 @@ def retrain(layout: Layout, week: Week, version: str, params: Params) -> None:
 
 
 def gate_reason(reasons: list[str]) -> str:
-    """The blessing reason that decided: a failed floor, else the champion comparison."""
+    """The blessing reason that decided: a failed floor, else the paired comparison."""
     failed = [r for r in reasons if r.startswith("floor") and r.endswith("failed")]
-    compared = [r for r in reasons if r.startswith(("valid ", "no champion"))]
-    return (failed or compared or reasons or [""])[0]
+    compared = [r for r in reasons if r.startswith(("paired ", "no champion", "too few"))]
+    others = [r for r in reasons if not r.startswith("floor")]
+    return (failed or compared or others or reasons or [""])[0]
 
 
 def run_week(
@@ -150,16 +149,9 @@ def run_week(
         with timed(week.seconds, "monitor"):
             decision = monitor_batch(layout, path.name, params.monitoring)
         week.decision, week.reason = decision["status"], decision["reasons"][0]
-        k = params.monitoring.k
-        week.ndcg_before = decision["signals"].get(f"ndcg@{k}")
-        week.users = int(decision["signals"].get("ndcg_users", 0))
-        week.ndcg_popularity, _ = popularity_ndcg(layout, path.name, k)
-        if decision["drift"]:
+        week.quality = decision["quality"]
+        if decision["drift"] or params.replay.retrain_on == "schedule":
             retrain(layout, week, version, params)
-        week.ndcg_after = week.ndcg_before
-        if week.switched:
-            with timed(week.seconds, "score"):
-                week.ndcg_after, _ = champion_ndcg(layout, path.name, k)
     week.champion = (deploy.current(layout.serving) or {}).get("bento")
     return week
 
@@ -167,51 +159,67 @@ def run_week(
 # ---- the table -----------------------------------------------------------------------------
 
 
-def _ndcg(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+def _interval(value: dict[str, Any] | None, signed: bool = False) -> str:
+    if not value or value.get("mean") is None:
+        return "—"
+    form = "+.4f" if signed else ".4f"
+    return f"{value['mean']:{form}} [{value['low']:{form}}, {value['high']:{form}}]"
+
+
+def _mean(value: dict[str, Any] | None) -> str:
+    return "—" if not value or value.get("mean") is None else f"{value['mean']:.4f}"
 
 
 def retrain_cell(week: Week) -> str:
     """What a retrain came to: switched, not blessed (and why), or blessed but not served."""
     if not week.retrained:
         return "—"
-    compared = re.search(r"valid ndcg@10: ([0-9.]+) vs champion \S+ ([0-9.]+)", week.gate)
-    why = f" (valid NDCG@10 {compared[1]} vs {compared[2]})" if compared else ""
     if week.switched:
-        return f"switched{why or ' (first release)'}"
+        return "switched" + ("" if week.week else " (first release)")
     if week.blessed:
         return f"blessed, not served: {week.note}"
-    return f"not blessed{why or f': {week.gate}'}"
+    return f"not blessed: {week.gate}"
 
 
 def row(week: Week) -> str:
-    """One Markdown row: rows in and out, the decision and its main reason, what the retrain
-    did, the champion's NDCG before and after, the popularity floor, seconds."""
+    """One Markdown row: rows in and out, the decision, the retrain, the week's numbers as
+    served and beside it (all scored before the week was trained on), seconds."""
     if week.status == "quarantined":
         rows = f"0 | {week.quarantined:,} ({week.rejected} failed a check)"
     else:
         rows = f"{week.accepted:,} | 0"
     decision = week.decision or ("initial snapshot" if week.week == 0 else week.status)
     reason = week.reason or ("first training" if week.week == 0 else "")
+    cases = (week.quality or {}).get("slices", {}).get("all", {})
     cells = [
         str(week.week),
         week.batch,
         rows,
         f"{decision}: {reason}".replace("|", "/"),
         retrain_cell(week).replace("|", "/"),
-        _ndcg(week.ndcg_before),
-        _ndcg(week.ndcg_after),
-        str(week.users),
-        _ndcg(week.ndcg_popularity),
+        f"{cases.get('cases', 0):,} / {cases.get('users', 0)}",
+        _interval(week.metric(SERVED)),
+        _mean(week.metric(STALE)),
+        _mean(week.metric(POPULAR)),
+        _mean(week.metric(RECENT)),
+        _interval(week.difference(SERVED), signed=True),
+        f"{_mean(week.metric(SERVED, 'after a break'))} / "
+        f"{_mean(week.metric(RECENT, 'after a break'))}",
+        f"{_mean(week.metric(SERVED, 'first of week'))} / "
+        f"{_mean(week.metric(RECENT, 'first of week'))}",
+        _mean(week.metric(SERVED, "new users")),
+        _mean(week.metric(PREVIOUS)),
         f"{sum(week.seconds.values()):.0f}",
     ]
     return f"| {' | '.join(cells)} |"
 
 
 HEADER = (
-    "| week | batch | accepted | quarantined | decision: main reason | retrain | "
-    "champion NDCG@10 before | after | users | popularity NDCG@10 | seconds |\n"
-    "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|"
+    "| week | batch | accepted | quarantined | drift: main reason | retrain | cases / users | "
+    "as served NDCG@10 [95%] | stale | popularity | 7-day popularity | as served − popularity "
+    "| after a break: served / 7-day | first of week: served / 7-day | new users: served | "
+    "previous champion, as served | seconds |\n"
+    "|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -236,22 +244,91 @@ def timing(weeks: list[Week]) -> str:
     return "\n".join(lines)
 
 
-def quality_csv(weeks: list[Week]) -> str:
-    """The curve `dvc plots` draws: one row per accepted weekly batch."""
-    columns = ["week", "batch", "ndcg_before", "ndcg_after", "ndcg_popularity"]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*columns, "retrained", "switched"])
-    for w in weeks:
-        if w.week == 0 or w.status != "accepted":
-            continue
-        writer.writerow([*(getattr(w, c) for c in columns), int(w.retrained), int(w.switched)])
-    return out.getvalue()
-
-
-def write_outputs(weeks: list[Week], out: Path, header: str) -> None:
-    """weeks.md (the table and timings), weeks.json (every field), quality.csv (the curve)."""
+def write_outputs(
+    weeks: list[Week], layout: Layout, out: Path, header: str, k: int = 10
+) -> list[str]:
+    """weeks.md (the table, the verdicts, the timings), weeks.json (every field), quality.csv
+    (the curve, one row per monitored week: the workspace's monitoring curve)."""
     table = "\n".join([HEADER, *(row(w) for w in weeks)])
-    write_text(f"{header}\n\n{table}\n\n{timing(weeks)}\n", out / "weeks.md")
-    write_json({"header": header, "weeks": [w.to_dict() for w in weeks]}, out / "weeks.json")
-    write_text(quality_csv(weeks), out / "quality.csv")
+    shown = verdicts(layout, weeks, k)
+    listed = "\n".join(f"- {line}" for line in shown)
+    write_text(f"{header}\n\n{table}\n\n{listed}\n\n{timing(weeks)}\n", out / "weeks.md")
+    write_json(
+        {"header": header, "weeks": [w.to_dict() for w in weeks], "verdicts": shown},
+        out / "weeks.json",
+    )
+    write_text(quality.curve_csv(quality.curve_rows(curve_entries(layout))), out / "quality.csv")
+    return shown
+
+
+# ---- what the replay shows -----------------------------------------------------------------
+
+
+def verdicts(layout: Layout, weeks: list[Week], k: int, seed: int = 42) -> list[str]:
+    """The loop's targets (issue 16), each with its paired interval: as served against
+    popularity in every week, after a break against the last 7 days' popularity and on all
+    events over the whole stream, and after each switch against the champion it replaced."""
+    from pipelines.evaluation.stats import mean_interval, paired_difference
+    from pipelines.loop.steps import CASES
+
+    lines = []
+    scored_weeks = [w for w in weeks if w.metric(SERVED)]
+    above = [w for w in scored_weeks if (w.difference(SERVED) or {}).get("mean", -1) >= 0]
+    shown = [w for w in scored_weeks if (w.difference(SERVED) or {}).get("low", -1) > 0]
+    lines.append(
+        f"as served >= popularity: {len(above)} of {len(scored_weeks)} weeks "
+        f"(interval above 0 in {len(shown)}); below: "
+        + (", ".join(w.batch for w in scored_weeks if w not in above) or "none")
+    )
+    parts = [
+        quality.load_cases(layout.monitoring / w.batch / CASES)
+        for w in scored_weeks
+        if (layout.monitoring / w.batch / CASES).exists()
+    ]
+    if parts:
+        scored, cases = quality.pool(parts)
+        by_name = {s.name: s for s in scored}
+        known = cases.known
+        served, recent = by_name.get(SERVED), by_name.get(RECENT)
+        if served is not None:
+            total = mean_interval(served.ndcg[known], cases.users[known], seed=seed)
+            verdict = "met" if total.mean >= 0.075 else f"missed by {0.075 - total.mean:.4f}"
+            lines.append(
+                f"all events of known users, pooled over {len(parts)} weeks ({known.sum():,} "
+                f"cases): as served NDCG@{k} {total.text()} (target >= 0.075: {verdict})"
+            )
+        if served is not None and recent is not None:
+            mask = known & cases.after_break
+            diff = paired_difference(
+                served.ndcg[mask], recent.ndcg[mask], cases.users[mask], seed=seed
+            )
+            ours = mean_interval(served.ndcg[mask], cases.users[mask], seed=seed)
+            theirs = mean_interval(recent.ndcg[mask], cases.users[mask], seed=seed)
+            verdict = "met" if diff.mean >= 0 else f"missed by {-diff.mean:.4f}"
+            lines.append(
+                f"after a break (gap > 1 day, {mask.sum():,} cases): as served {ours.text()} vs "
+                f"7-day popularity {theirs.text()}; difference {diff.text()} "
+                f"(target >= 0: {verdict}; {diff.verdict})"
+            )
+    for position, before in enumerate(weeks):
+        after = next((w for w in weeks[position + 1 :] if w.quality), None)
+        if not before.switched or after is None or before.week == 0:
+            continue
+        path = layout.monitoring / after.batch / CASES
+        if not path.exists():
+            continue
+        scored, cases = quality.load_cases(path)
+        by_name = {s.name: s for s in scored}
+        if SERVED not in by_name or PREVIOUS not in by_name:
+            continue
+        mask = cases.known
+        diff = paired_difference(
+            by_name[SERVED].ndcg[mask], by_name[PREVIOUS].ndcg[mask], cases.users[mask], seed=seed
+        )
+        verdict = "met" if diff.mean >= 0 else f"missed by {-diff.mean:.4f}"
+        lines.append(
+            f"after the switch in {before.batch}: {after.batch} as served by the new champion "
+            f"vs the one it replaced, on the same {mask.sum():,} cases: {diff.text()} "
+            f"(target >= 0: {verdict}; {diff.verdict})"
+        )
+    return lines

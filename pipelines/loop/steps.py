@@ -18,24 +18,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipelines.core import schema
 from pipelines.core.config import IngestParams, MonitoringParams, ReplayParams, RetrainParams
-from pipelines.core.io import write_json
+from pipelines.core.io import write_json, write_text
 from pipelines.core.paths import Layout
 from pipelines.data.append import append_batch, track_with_dvc
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
 from pipelines.data.snapshot import current_version, read_ledger, read_snapshot
 from pipelines.loop import deploy
+from pipelines.monitoring import quality
 from pipelines.monitoring.drift import assess
-from pipelines.monitoring.quality import popularity_ranker
 
 log = logging.getLogger(__name__)
 
 # the training command; `dvc repro` unless set (the DAG tests set a tiny one)
 REPRO_ENV = "RECOPS_REPRO_CMD"
+CURVE = "curve.csv"  # in the monitoring folder: one row per monitored batch (a DVC plot)
+CASES = "cases.npz"  # beside a batch's decision: every case's score per ranker, for pooling
 
 
 # ---- ingest ---------------------------------------------------------------------------------
@@ -108,66 +109,96 @@ def batch_slices(
     return reference, current, events.iloc[:start].reset_index(drop=True)
 
 
-def champion_scorer(layout: Layout, reference: dict[str, pd.DataFrame]):
-    """(ranker, vectoriser) of what is served; popularity without vectors before a release."""
+def served_bundles(layout: Layout) -> dict[str, Path]:
+    """The bundle served now and, after a switch, the one it replaced (their folders)."""
     record = deploy.current(layout.serving) or {}
-    bundle = record.get("bundle")
-    if bundle and Path(bundle).is_dir():
-        return bundle_scorer(Path(bundle))
-    return popularity_ranker(reference["interactions"]), None
+    out = {}
+    for role, key in (("champion", "bundle"), ("previous champion", "previous_bundle")):
+        if record.get(key) and Path(record[key]).is_dir():
+            out[role] = Path(record[key])
+    return out
 
 
-def bundle_scorer(bundle: Path):
-    """(ranker, vectoriser) of one served bundle, loaded once."""
+def batch_quality(
+    layout: Layout, batch: str, monitoring: MonitoringParams, vectoriser=None
+) -> dict[str, Any]:
+    """The prequential numbers of one appended batch (``monitoring.quality``): the champion as
+    served and stale, the previous champion as served (after a switch), popularity and recent
+    popularity, every event of known users scored with every earlier event as history."""
     from pipelines.inference.bundle import load_bundle
-    from pipelines.monitoring.quality import ranker_of
 
-    loaded = load_bundle(Path(bundle))
-    index, vectors = loaded.catalogue.index, loaded.catalogue.vectors
+    _, current, history = batch_slices(layout, batch)
+    events = pd.concat([history, current["interactions"]], ignore_index=True)
+    times = current["interactions"][schema.TIMESTAMP]
+    timeline = quality.Timeline.from_events(events)
+    cases = quality.window_cases(timeline, int(times.min()), int(times.max()) + 1)
+    users = current["users"]
+    rankers: list[Any] = [quality.Popularity(), quality.RecentPopularity(7)]
+    for role, path in served_bundles(layout).items():
+        bundle = load_bundle(path)
+        live = quality.Served(bundle, live=True, users=users, vectoriser=vectoriser)
+        live.name = "as served" if role == "champion" else "previous champion, as served"
+        rankers.append(live)
+        if role == "champion":
+            rankers.append(quality.Served(bundle, live=False))
+    scored = quality.score(rankers, timeline, cases, monitoring.k)
+    quality.save_cases(layout.monitoring / batch / CASES, scored, cases)
+    out = quality.summary(scored, cases, monitoring.k, seed=monitoring.seed)
+    return {"batch": batch, "k": monitoring.k, "slices": out}
 
-    def vectorise(ids):
-        rows = [vectors[index[i]] for i in ids if i in index]
-        return None if not rows else np.stack(rows)
 
-    return ranker_of(loaded), vectorise
-
-
-def baseline_ndcg(layout: Layout) -> float | None:
-    """The served champion's NDCG on its first week in service (None before it has one)."""
-    served = deploy.current(layout.serving) or {}
-    saved = json.loads(layout.baseline.read_text()) if layout.baseline.exists() else {}
-    if served.get("bento") and saved.get("bento") == served["bento"]:
-        return float(saved["ndcg"])
-    return None
+def pooled_quality(layout: Layout, monitoring: MonitoringParams) -> dict[str, Any] | None:
+    """Every monitored batch's cases as one set (``batch_quality`` kept them): the loop's
+    numbers over the whole stream, with intervals over users."""
+    parts = [
+        quality.load_cases(layout.monitoring / batch / CASES)
+        for batch, _, _ in curve_entries(layout)
+        if (layout.monitoring / batch / CASES).exists()
+    ]
+    if not parts:
+        return None
+    scored, cases = quality.pool(parts)
+    return {
+        "batches": len(parts),
+        "k": monitoring.k,
+        "slices": quality.summary(scored, cases, monitoring.k, seed=monitoring.seed),
+    }
 
 
 def monitor_batch(layout: Layout, batch: str, monitoring: MonitoringParams) -> dict[str, Any]:
-    """Drift of one appended batch against the reference: artifacts/monitoring/<batch>/."""
-    reference, current, history = batch_slices(layout, batch)
-    ranker, vectoriser = champion_scorer(layout, reference)
-    baseline = baseline_ndcg(layout)
+    """Drift of one appended batch against the reference, and the champion's quality on it as
+    served: artifacts/monitoring/<batch>/{decision.json,report.html}, one row of the curve."""
+    reference, current, _ = batch_slices(layout, batch)
+    vectoriser = quality.text_vectoriser(current["items"])
+    measured = batch_quality(layout, batch, monitoring, vectoriser)
     decision = assess(
         batch,
         reference,
         current,
         monitoring,
         out_dir=layout.monitoring / batch,
-        ranker=ranker,
-        baseline_ndcg=baseline,
         vectoriser=vectoriser,
-        history=history,
+        quality=measured,
     )
-    signals = decision.signals
-    served = deploy.current(layout.serving) or {}
-    ndcg, users = signals.get(f"ndcg@{monitoring.k}"), signals.get("ndcg_users", 0)
-    # the first week with enough users to judge by becomes this champion's baseline
-    first = baseline is None and served.get("bento") and ndcg is not None
-    if first and users >= monitoring.min_quality_users:
-        record = {"bento": served["bento"], "batch": batch, "ndcg": ndcg, "users": users}
-        write_json(record, layout.baseline)
+    write_text(
+        quality.curve_csv(quality.curve_rows(curve_entries(layout))), layout.monitoring / CURVE
+    )
     out = decision.to_dict()
+    out["quality"] = measured
     out["data_version"] = current_version(layout.data)
     out["report"] = str(layout.monitoring / batch / "report.html")
+    return out
+
+
+def curve_entries(layout: Layout) -> list[tuple[str, str, dict[str, Any]]]:
+    """(batch, drift status, quality) of every monitored batch, in ledger order."""
+    out = []
+    for entry in read_ledger(layout.data)[1:]:
+        path = layout.monitoring / entry["batch"] / "decision.json"
+        if path.exists():
+            decision = json.loads(path.read_text())
+            if decision.get("quality"):
+                out.append((entry["batch"], decision["status"], decision["quality"]))
     return out
 
 
@@ -259,9 +290,11 @@ def deploy_release(
     trained_on = blessing.get("trained_on") or {}
     extra = {
         "model": released.get("model"),
+        # what it replaces keeps being scored beside it: did the switch serve users better?
+        "previous_bundle": (serving or {}).get("bundle"),
         "data_version": trained_on.get("data_version", version),
         "ledger_batches": trained_on.get("ledger_batches", len(read_ledger(layout.data))),
-        "valid_ndcg": (challenger.get("valid") or {}).get("ndcg@10"),
+        "valid": challenger.get("valid"),
         "bundle": str(bundle_path(layout, released["model"])),
     }
     served = deploy.deploy(

@@ -6,8 +6,8 @@ events) form the initial snapshot and every later week is one batch.
 
 A batch is a folder ``<landing>/<name>/`` holding raw tables in the table
 adapter's format (``data.append.BATCH_FILES``: ``interactions.csv``, ``items.csv``,
-``users.csv``, canonical column names, genres joined by ``|``), **before** privacy: ingestion applies it
-at the door, exactly as for any other source. A batch carries the item and user
+``users.csv``, canonical column names, genres joined by ``|``), **before** privacy:
+ingestion applies it at the door, exactly as for any other source. A batch carries the item and user
 rows its events need that no earlier batch of the feed carried, so cross-batch
 references resolve. The folder is filled beside the landing folder and renamed in
 whole, so the ingest DAG never sees half a batch.

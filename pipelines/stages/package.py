@@ -1,11 +1,12 @@
 """Stage `package`: bless the selected model or keep the champion; release a blessed one.
 
-The selected model is blessed by ``evaluation.blessing.bless`` (absolute floors;
-with a champion, a validation margin and no cold-start regression beyond a
-tolerance). The decision and every reason go to ``artifacts/release/blessing.json``.
-A blessed model is bundled with its catalogue, users and model card, saved to
-the BentoML model store in ``.bentoml/`` and built into a Bento; an unblessed
-one, or a failure at any step, leaves the champion as it was.
+The selected model is blessed by ``evaluation.blessing.bless``: absolute floors, and with
+a champion, the gate stage's paired comparison on the newest events (both as served; the
+margin applies to the interval's lower bound) with its cold slices. The decision, both
+numbers, the cases and the interval go to ``artifacts/release/blessing.json``. A blessed
+model (the train stage's fit on all data) is bundled with its catalogue, users, its
+``NowBlend`` and the model card, saved to the BentoML model store in ``.bentoml/`` and
+built into a Bento; an unblessed one, or a failure at any step, leaves the champion.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import yaml
 from pipelines.core.config import Params
 from pipelines.core.io import sha256_file, write_json
 from pipelines.core.paths import PROJECT
-from pipelines.evaluation.blessing import BlessingRule, Evidence, bless, coldstart_slices
+from pipelines.evaluation.blessing import BlessingRule, bless, coldstart_slices
 from pipelines.inference import release
 from pipelines.inference.bundle import write_bundle
+from pipelines.inference.now import NowBlend
 from pipelines.stages import cli
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ READS = {
     "split": PROJECT.split_dir,
     "embeddings": PROJECT.item_embeddings,
     "data_dvc": PROJECT.data_dvc,
+    "gate": PROJECT.gate,
+    "blend": PROJECT.gate_blend,
 }
 WRITES = {"out": PROJECT.release_dir, "bentoml_home": PROJECT.bentoml_home}
 
@@ -108,6 +112,8 @@ def run(
     split: Path,
     embeddings: Path,
     data_dvc: Path,
+    gate: Path,
+    blend: Path,
     out: Path,
     bentoml_home: Path,
 ) -> dict[str, Any]:
@@ -119,27 +125,24 @@ def run(
     new_items, new_users = coldstart_slices(
         cold, winner, coldstart_settings.item_k, coldstart_settings.user_k
     )
-    challenger = Evidence(winner, measured["valid"], new_items, new_users)
     rule = BlessingRule(
         floors=dict(settings.floors),
-        metric=params.select.metric,
         margin=settings.margin,
         coldstart_tolerance=settings.coldstart_tolerance,
         require_coldstart=settings.require_coldstart,
+        k=params.evaluate.k,
     )
+    evidence = json.loads(gate.read_text())
+    comparison = evidence.get("comparison") if not evidence.get("why") else None
+    decision = bless(measured["valid"], comparison, rule, evidence.get("why") or "")
 
     release.use_home(bentoml_home)
     current = release.champion()
-    champion = (
-        Evidence.from_dict(json.loads(current.metadata[release.EVIDENCE_KEY]))
-        if current is not None and release.EVIDENCE_KEY in current.metadata
-        else None
-    )
-    decision = bless(challenger, champion, rule)
     record: dict[str, Any] = {
         **decision.to_dict(),
-        "challenger": challenger.to_dict(),
+        "challenger": {"model": winner, "valid": measured["valid"]},
         "champion": None if current is None else {"model": current.model, "bento": current.bento},
+        "gate": evidence,
         "released": None,
     }
     if decision.blessed:
@@ -154,7 +157,10 @@ def run(
             "data_hash": data_hash(data_dvc),
             "commit": git_commit(PROJECT.root),
             "blessing": decision.to_dict(),
+            "gate": evidence,
             "serve": serve.model_dump(),
+            # recent popularity by gap bucket, chosen on validation (stage gate)
+            "now_blend": NowBlend.from_dict(json.loads(blend.read_text())).to_dict(),
         }
         with tempfile.TemporaryDirectory(prefix="recops-bundle-") as staging:
             bundle = Path(staging) / "bundle"
@@ -165,7 +171,6 @@ def run(
                 # BentoML metadata holds basic types only (no None): the evidence travels as
                 # JSON text, and what is unknown (no git commit yet, say) says so
                 metadata={
-                    release.EVIDENCE_KEY: json.dumps(challenger.to_dict(), sort_keys=True),
                     **{
                         k: "unknown" if card.get(k) is None else card[k]
                         for k in ("name", "data_hash", "commit")

@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--corrupt", type=int, metavar="WEEK", help="land a corrupted copy first")
     run.add_argument("--keep-serving", action="store_true", help="leave the champion running")
     table = commands.add_parser("table", help="print (and rewrite) the last run's table")
+    table.add_argument("--workspace", type=Path, default=PROJECT.replay_workspace)
     table.add_argument(
         "--out", type=Path, default=PROJECT.replay, help="where run wrote weeks.json"
     )
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{header}\n\n{replay.HEADER}", flush=True)
     weeks: list[replay.Week] = []
+    shown: list[str] = []
     try:
         for number in range(args.weeks + 1):
             if args.corrupt == number:
@@ -119,12 +121,13 @@ def run(args: argparse.Namespace) -> int:
                 print(replay.row(weeks[-1]), flush=True)
             weeks.append(replay.run_week(layout, feed, number, params))
             print(replay.row(weeks[-1]), flush=True)
-            replay.write_outputs(weeks, args.out, header)
+            shown = replay.write_outputs(weeks, layout, args.out, header, params.monitoring.k)
     finally:
         if not args.keep_serving:
             stopped = stop_serving(layout)
             if stopped:
                 print(f"\nstopped the server of {stopped}")
+    print("\n" + "\n".join(f"- {line}" for line in shown))
     print(f"\n{replay.timing(weeks)}\nwhole replay: {time.perf_counter() - started:.0f} s")
     print(f"wrote {args.out}/weeks.md, weeks.json, quality.csv; reports in {layout.monitoring}")
     return EXIT_OK
@@ -133,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 def table(args: argparse.Namespace) -> int:
     saved = json.loads((args.out / "weeks.json").read_text())
     weeks = [replay.Week(**w) for w in saved["weeks"]]
-    replay.write_outputs(weeks, args.out, saved["header"])
+    replay.write_outputs(weeks, Layout(args.workspace), args.out, saved["header"])
     print((args.out / "weeks.md").read_text())
     return EXIT_OK
 

@@ -67,7 +67,7 @@ def _workspace(root: Path) -> Layout:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     ws = Layout(root)
     loaded = load_params(ws.params)
-    feed = stream.cut(synthetic_raw(events_per_week=300, weeks=2), initial_weeks=2)
+    feed = stream.cut(synthetic_raw(events_per_week=300, weeks=3, initial_weeks=1), initial_weeks=2)
     for week in (0, 1):
         batch = stream.drop_week(feed, ws.landing, week)
         result = ingest_batch(ws, batch.name, loaded.ingest, loaded.replay)

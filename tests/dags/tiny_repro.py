@@ -4,12 +4,12 @@
 
 What is real: the `split` and `features` stages on the workspace's data/ (the batches the
 ingest DAG appended), a popularity model fitted and saved by the model code, and the
-`package` stage: the blessing gate, the bundle, the BentoML model store and the Bento build
-in the workspace's .bentoml/. What stands in: item vectors are seeded random unit vectors
-instead of MiniLM, and the metrics are written, not measured: validation NDCG@10 is
-0.05 + 0.01 x the batches in data/ledger.json, so each new data version is a better model
-and the gate blesses it (the tests are about orchestration; the gate's rule has its own
-tests). There is no tune, evaluate or coldstart stage.
+`gate` stage (the winner's blend; with a champion, the paired comparison on the newest
+events, as served) and the `package` stage: the blessing rule, the bundle, the BentoML model
+store and the Bento build in the workspace's .bentoml/. What stands in: item vectors are
+seeded random unit vectors instead of MiniLM, and the evaluate stage's metrics are written,
+not measured: validation NDCG@10 is 0.05 + 0.01 x the batches in data/ledger.json (the
+floors pass). There is no tune, evaluate or coldstart stage.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> int:
     from pipelines.core.paths import PROJECT
     from pipelines.features.dataset import load_dataset, train_data
     from pipelines.models import build_model
-    from pipelines.stages import features, package, split
+    from pipelines.stages import features, gate, package, split
 
     params = load_params(ROOT / "params.yaml")
     split.run(params, data=ROOT / "data", out=ART / "split")
@@ -60,6 +60,20 @@ def main() -> int:
         {"winner": "popularity", "chosen_by": "valid ndcg@10", **measured, "ranking": []},
         ART / "selection" / "selection.json",
     )
+    # the real gate: the winner's blend, and with a champion, its paired comparison on the
+    # newest events (a popularity refit without them: seconds)
+    gate.run(
+        params,
+        data=ROOT / "data",
+        selection=ART / "selection" / "selection.json",
+        tuned=ART / "tune" / "best.json",
+        models=ART / "models",
+        features=ART / "features",
+        split=ART / "split",
+        embeddings=embeddings,
+        bentoml_home=ROOT / ".bentoml",
+        out=ART / "gate",
+    )
     package.run(
         params,
         selection=ART / "selection" / "selection.json",
@@ -70,6 +84,8 @@ def main() -> int:
         split=ART / "split",
         embeddings=embeddings,
         data_dvc=ROOT / "data.dvc",
+        gate=ART / "gate" / "gate.json",
+        blend=ART / "gate" / "blend.json",
         out=ART / "release",
         bentoml_home=ROOT / ".bentoml",
     )

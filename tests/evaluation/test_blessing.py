@@ -1,57 +1,92 @@
-"""The blessing rule: floors first, then margin over the champion and no cold-start regression."""
+"""The blessing rule: floors first, then the gate's paired interval, then the cold slices."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines.evaluation.blessing import BlessingRule, Evidence, bless, coldstart_slices
+from pipelines.evaluation.blessing import BlessingRule, bless, coldstart_slices
 
-RULE = BlessingRule(floors={"ndcg@10": 0.03}, margin=0.002, coldstart_tolerance=0.05)
-
-
-def evidence(ndcg: float, items: float | None = 0.30, users: float | None = 0.30) -> Evidence:
-    return Evidence("fusion_transformer", {"ndcg@10": ndcg}, items, users)
+RULE = BlessingRule(floors={"ndcg@10": 0.03}, margin=-0.01, coldstart_tolerance=0.05)
 
 
-def test_first_run_the_floors_alone_decide() -> None:
-    assert bless(evidence(0.05), None, RULE).blessed
-    below = bless(evidence(0.02), None, RULE)
+def entry(champion: float, low: float, high: float, cases: int = 900) -> dict:
+    mean = (low + high) / 2
+
+    def interval(value: float) -> dict:
+        return {"mean": value, "low": value - 0.01, "high": value + 0.01}
+
+    return {
+        "cases": cases,
+        "users": 60,
+        "challenger": {"ndcg@10": interval(champion + mean)},
+        "champion": {"ndcg@10": interval(champion)},
+        "difference": {"mean": mean, "low": low, "high": high, "p_value": 0.3},
+    }
+
+
+def comparison(low: float, high: float, items=(-0.01, 0.01), users=(-0.01, 0.01)) -> dict:
+    return {
+        "known users": entry(0.08, low, high),
+        "new items": entry(0.05, *items, cases=40),
+        "new users": entry(0.10, *users, cases=300),
+    }
+
+
+def test_without_a_comparison_the_floors_alone_decide() -> None:
+    assert bless({"ndcg@10": 0.05}, None, RULE).blessed
+    below = bless({"ndcg@10": 0.02}, None, RULE, "no champion yet: the floors alone decide")
     assert not below.blessed and "failed" in below.reasons[0]
+    assert below.reasons[1] == "no champion yet: the floors alone decide"
 
 
-def test_a_worse_or_equal_model_is_not_blessed() -> None:
-    champion = evidence(0.10)
-    assert not bless(evidence(0.09), champion, RULE).blessed
-    assert not bless(evidence(0.10), champion, RULE).blessed  # equal is not better
-    assert not bless(evidence(0.101), champion, RULE).blessed  # inside the margin
-    assert bless(evidence(0.103), champion, RULE).blessed
+def test_the_lower_bound_decides_against_the_margin() -> None:
+    valid = {"ndcg@10": 0.1}
+    assert bless(valid, comparison(-0.009, 0.02), RULE).blessed  # not shown worse by > 0.01
+    assert bless(valid, comparison(-0.010, 0.02), RULE).blessed  # exactly at the margin
+    worse = bless(valid, comparison(-0.011, 0.02), RULE)
+    assert not worse.blessed and "shown worse" in worse.reasons[1]
+    strict = BlessingRule(floors={}, margin=0.0)  # a shown gain is asked for
+    assert not bless(valid, comparison(-0.001, 0.03), strict).blessed
+    assert "not shown better" in bless(valid, comparison(-0.001, 0.03), strict).reasons[0]
+    assert bless(valid, comparison(0.001, 0.03), strict).blessed
 
 
-def test_a_cold_start_regression_beyond_the_tolerance_blocks() -> None:
-    champion = evidence(0.10, items=0.40, users=0.30)
-    assert bless(evidence(0.12, items=0.39, users=0.30), champion, RULE).blessed  # -2.5%
-    regressed = bless(evidence(0.12, items=0.30, users=0.30), champion, RULE)
+def test_the_reason_carries_both_numbers_the_cases_and_the_interval() -> None:
+    reason = bless({"ndcg@10": 0.1}, comparison(-0.005, 0.015), RULE).reasons[1]
+    assert "challenger 0.0850" in reason and "champion 0.0800" in reason
+    assert "difference +0.0050 [-0.0050, +0.0150]" in reason and "900 cases of 60 users" in reason
+
+
+def test_a_cold_slice_blocks_only_when_shown_worse_beyond_the_tolerance() -> None:
+    valid = {"ndcg@10": 0.1}
+    wide = comparison(0.0, 0.02, items=(-0.2, 0.1))  # a wide interval is not a regression
+    assert bless(valid, wide, RULE).blessed
+    # the champion's new-item NDCG is 0.05: 5% of it is 0.0025
+    regressed = bless(valid, comparison(0.0, 0.02, items=(-0.05, -0.003)), RULE)
     assert not regressed.blessed
-    assert any(r.startswith("new items") and "regressed" in r for r in regressed.reasons)
-    assert not bless(evidence(0.12, items=0.40, users=0.20), champion, RULE).blessed
+    assert any(r.startswith("new items") and r.endswith("regressed") for r in regressed.reasons)
+    assert bless(valid, comparison(0.0, 0.02, items=(-0.05, -0.002)), RULE).blessed
 
 
-def test_an_unmeasured_slice_is_reported_and_optionally_required() -> None:
-    champion = evidence(0.10)
-    loose = bless(evidence(0.12, items=None, users=None), champion, RULE)
-    assert loose.blessed and any("not measured" in r for r in loose.reasons)
-    strict = BlessingRule(floors={}, require_coldstart=True)
-    assert not bless(evidence(0.12, items=None), champion, strict).blessed
+def test_a_slice_without_cases_is_reported_and_optionally_required() -> None:
+    valid = {"ndcg@10": 0.1}
+    empty = {**comparison(0.0, 0.02), "new items": {"cases": 0, "users": 0}}
+    loose = bless(valid, empty, RULE)
+    assert loose.blessed and "new items: no held-out cases, not compared" in loose.reasons
+    strict = BlessingRule(floors={}, margin=-0.01, require_coldstart=True)
+    assert not bless(valid, empty, strict).blessed
+    nothing = bless(valid, {"known users": {"cases": 0, "users": 0}}, RULE)
+    assert not nothing.blessed
 
 
 def test_every_check_leaves_a_reason() -> None:
-    decision = bless(evidence(0.12), evidence(0.10), RULE)
-    assert len(decision.reasons) == 4  # floor, margin, new items, new users
+    decision = bless({"ndcg@10": 0.12}, comparison(0.0, 0.02), RULE)
+    assert len(decision.reasons) == 4  # floor, known users, new items, new users
 
 
 def test_rule_bounds_and_coldstart_extraction() -> None:
     with pytest.raises(ValueError):
-        BlessingRule(margin=-0.1)
+        BlessingRule(margin=-1.5)
     with pytest.raises(ValueError):
         BlessingRule(coldstart_tolerance=1.0)
     metrics = {
@@ -64,8 +99,3 @@ def test_rule_bounds_and_coldstart_extraction() -> None:
     }
     assert coldstart_slices(metrics, "ease", 20, 10) == (0.25, 0.1)
     assert coldstart_slices(metrics, "sasrec", 20, 10) == (None, None)
-
-
-def test_evidence_round_trips_through_metadata() -> None:
-    original = evidence(0.1, items=None)
-    assert Evidence.from_dict(original.to_dict()) == original

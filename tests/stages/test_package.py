@@ -36,33 +36,47 @@ DRIVER = textwrap.dedent(
             metrics=artifacts / "eval/metrics.json", coldstart=artifacts / "coldstart/metrics.json",
             models=artifacts / "models", features=artifacts / "features",
             split=artifacts / "split", embeddings=artifacts / "embeddings/items.npy",
-            data_dvc=root / "data.dvc", out=artifacts / "release", bentoml_home=home,
+            data_dvc=root / "data.dvc", gate=artifacts / "gate/gate.json",
+            blend=artifacts / "gate/blend.json", out=artifacts / "release", bentoml_home=home,
         )
 
-    def set_valid(ndcg):
-        path = artifacts / "eval/metrics.json"
-        metrics = json.loads(path.read_text())
-        metrics["fusion_transformer"]["valid"]["ndcg@10"] = ndcg
-        write_json(metrics, path)
+    def interval(mean):
+        return {"mean": mean, "low": mean - 0.01, "high": mean + 0.01}
+
+    def set_gate(low):
+        # the gate stage evidence: no champion yet (None), or a paired difference
+        if low is None:
+            evidence = {"comparison": None, "why": "no champion yet: the floors alone decide"}
+        else:
+            known = {
+                "cases": 900, "users": 60, "challenger": {"ndcg@10": interval(0.08 + low)},
+                "champion": {"ndcg@10": interval(0.08)},
+                "difference": {"mean": low + 0.01, "low": low, "high": low + 0.02,
+                               "p_value": 0.2},
+            }
+            evidence = {"comparison": {"known users": known}, "why": None}
+        write_json(evidence, artifacts / "gate/gate.json")
+        write_json({"weights": [0.1, 0.5, 0.9, 0.9]}, artifacts / "gate/blend.json")
 
     def state():
         import bentoml
         return {
             "champion": release.champion().bento,
+            "bundle": str(release.champion().path),
             "models": sorted(str(m.tag) for m in bentoml.models.list()),
             "bentos": sorted(str(b.tag) for b in bentoml.bentos.list()),
             "blessing": json.loads((artifacts / "release/blessing.json").read_text()),
         }
 
     out = {}
-    stage(); out["first"] = state()
-    set_valid(0.1); stage(); out["worse"] = state()
+    set_gate(None); stage(); out["first"] = state()
+    set_gate(-0.05); stage(); out["worse"] = state()
 
     def crash(*args, **kwargs):
         raise RuntimeError("injected crash while building the Bento")
 
     release.build_bento = crash
-    set_valid(0.5)
+    set_gate(0.01)
     try:
         stage()
         out["crash_raised"] = False
@@ -110,9 +124,12 @@ def test_bless_release_refuse_and_survive_a_crash(tmp_path: Path) -> None:
     assert len(first["models"]) == 1 and first["bentos"] == [first["champion"]]
     assert first["blessing"]["released"]["bento"] == first["champion"]
 
-    worse = result["worse"]  # valid NDCG 0.1 < the champion's 0.2
+    card = json.loads((Path(first["bundle"]) / "card.json").read_text())
+    assert card["now_blend"]["weights"] == [0.1, 0.5, 0.9, 0.9]  # the gate's blend ships
+    worse = result["worse"]  # the paired interval's lower bound -0.05 < the margin -0.01
     assert not worse["blessing"]["blessed"]
-    assert any("not better" in reason for reason in worse["blessing"]["reasons"])
+    assert any("shown worse" in reason for reason in worse["blessing"]["reasons"])
+    assert worse["blessing"]["gate"]["comparison"]["known users"]["cases"] == 900
     assert worse["champion"] == first["champion"] and worse["models"] == first["models"]
 
     crashed = result["crashed"]  # better, but the Bento build fails
