@@ -30,18 +30,19 @@ import torch.nn.functional as F
 Explanation = dict[int, list[tuple[int, float]]]
 
 
-def _as_float64(values: torch.Tensor | np.ndarray) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", torch.float64)
-    return torch.as_tensor(np.asarray(values), dtype=torch.float64)
-
-
 def _check_items(name: str, items: Sequence[int], n_items: int) -> list[int]:
     values = [int(item) for item in items]
     bad = [item for item in values if not 0 <= item < n_items]
     if bad:
         raise ValueError(f"{name} holds item indices outside 0..{n_items - 1}: {bad[:5]}")
     return values
+
+
+def _rows(values: torch.Tensor | np.ndarray, index: list[int]) -> torch.Tensor:
+    """The chosen rows only, as float64 (never a copy of the whole matrix)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach()[index].to("cpu", torch.float64)
+    return torch.from_numpy(np.asarray(values[index], dtype=np.float64))
 
 
 def _drivers(
@@ -52,17 +53,21 @@ def _drivers(
     positive_only: bool,
 ) -> Explanation:
     """Top history items per recommended item from ``contributions`` ``[H, R]``."""
-    table = contributions.tolist()  # H lists of R floats
-    result: Explanation = {}
-    for column, item in enumerate(recommended):
-        pairs = [
-            (source, float(row[column]))
-            for source, row in zip(history, table, strict=True)
-            if source != item and (not positive_only or row[column] > 0.0)
-        ]
-        pairs.sort(key=lambda pair: (-pair[1], pair[0]))  # largest first, then lower index
-        result[item] = pairs[:top_n]
-    return result
+    order = sorted(range(len(history)), key=history.__getitem__)  # lower item index first
+    sources = torch.tensor([history[i] for i in order], dtype=torch.long)  # [H]
+    table = contributions[order].T.clone()  # [R, H]
+    targets = torch.tensor(recommended, dtype=torch.long)  # [R]
+    table[sources[None, :] == targets[:, None]] = float("-inf")  # never explains itself
+    if positive_only:
+        table[table <= 0.0] = float("-inf")
+    # stable: equal contributions keep the lower item index first
+    ranked = torch.sort(table, dim=1, descending=True, stable=True)
+    values = ranked.values[:, :top_n].tolist()
+    picks = sources[ranked.indices[:, :top_n]].tolist()
+    return {
+        item: [(s, v) for s, v in zip(picks[column], values[column], strict=True) if v > -np.inf]
+        for column, item in enumerate(recommended)
+    }
 
 
 def _prepare(
@@ -88,14 +93,15 @@ def explain(
     here, so the contribution is the cosine, in [-1, 1]). An empty history
     gives an empty list for every recommended item.
     """
-    vectors = _as_float64(item_vectors)
-    if vectors.ndim != 2:
-        raise ValueError(f"item_vectors must be [n_items, D], got shape {tuple(vectors.shape)}")
-    history, targets = _prepare(history_items, recommended, vectors.shape[0], top_n)
+    if item_vectors.ndim != 2:
+        raise ValueError(
+            f"item_vectors must be [n_items, D], got shape {tuple(item_vectors.shape)}"
+        )
+    history, targets = _prepare(history_items, recommended, item_vectors.shape[0], top_n)
     if not history or not targets:
         return {item: [] for item in targets}
-    sources = F.normalize(vectors[history], dim=1)  # [H, D]
-    destinations = F.normalize(vectors[targets], dim=1)  # [R, D]
+    sources = F.normalize(_rows(item_vectors, history), dim=1)  # [H, D]
+    destinations = F.normalize(_rows(item_vectors, targets), dim=1)  # [R, D]
     return _drivers(history, targets, sources @ destinations.T, top_n, positive_only)  # [H, R]
 
 
@@ -111,11 +117,10 @@ def explain_from_weights(
     ``weights`` is an item × item matrix ``[from, to]``: EASE's ``weights``,
     ItemKNN's ``similarity``, or a precomputed similarity matrix.
     """
-    matrix = _as_float64(weights)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"weights must be a square item × item matrix, got {tuple(matrix.shape)}")
-    history, targets = _prepare(history_items, recommended, matrix.shape[0], top_n)
+    if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"weights must be a square item × item matrix, got {tuple(weights.shape)}")
+    history, targets = _prepare(history_items, recommended, weights.shape[0], top_n)
     if not history or not targets:
         return {item: [] for item in targets}
-    contributions = matrix[history][:, targets]  # [H, R]
+    contributions = _rows(weights, history)[:, targets]  # [H, R]
     return _drivers(history, targets, contributions, top_n, positive_only)

@@ -86,13 +86,16 @@ def recommend(
         raise ValueError(f"k must be at least 1, got {k}")
     scores = masked_scores(model, histories, exclude_seen)  # [B, n_items]
     top = top_k(scores, k)  # [B, k]
+    top_scores = scores.gather(1, top).float()  # [B, k]
+    finite = torch.isfinite(top_scores).tolist()
+    top_items, top_values = top.tolist(), top_scores.tolist()
     results = []
-    for row in range(len(histories)):
-        history = [int(i) for i in histories.items[row].tolist() if i >= 0]
+    for row, events in enumerate(histories.items.tolist()):
+        history = [i for i in events if i >= 0]
         picked = [
-            (int(item), float(scores[row, item]))
-            for item in top[row].tolist()
-            if torch.isfinite(scores[row, item])
+            (item, value)
+            for item, value, ok in zip(top_items[row], top_values[row], finite[row], strict=True)
+            if ok
         ]
         why = reasons_for(model, history, [item for item, _ in picked], item_vectors, n_reasons)
         results.append([Scored(item, score, tuple(why[item])) for item, score in picked])
@@ -127,12 +130,18 @@ def histories_of(
     profiles: Sequence[Sequence[int]] | None,
     n_items: int,
     max_len: int | None = None,
+    now: Sequence[int] | None = None,
 ) -> Histories:
-    """Padded histories for the model, keeping only items it can score (index < n_items)."""
+    """Padded histories for the model, keeping only items it can score (index < n_items).
+
+    ``now``: per history, the Unix second the ranking is for (a request's time, or a
+    replayed event's); None leaves ``Histories.now`` unset (right after the newest event).
+    """
     kept_items, kept_stamps = [], []
     for seq, stamps in zip(items, timestamps, strict=True):
         pairs = [(int(i), int(t)) for i, t in zip(seq, stamps, strict=True) if 0 <= i < n_items]
         kept_items.append([i for i, _ in pairs])
         kept_stamps.append([t for _, t in pairs])
     rows = None if profiles is None else [list(map(int, p)) for p in profiles]
-    return Histories.from_lists(kept_items, kept_stamps, rows, max_len=max_len)
+    moments = None if now is None else [int(t) for t in now]
+    return Histories.from_lists(kept_items, kept_stamps, rows, max_len=max_len, now=moments)
