@@ -163,7 +163,10 @@ class Guard:
             schema = self.schemas.get(path)
             if schema is not None:
                 try:
-                    schema.model_validate_json(body or b"{}")
+                    if not body.strip():
+                        await self._refuse(send, 400, "a JSON body is required")
+                        return
+                    schema.model_validate_json(body)
                 except ValidationError as error:
                     payload = {
                         "error": "invalid request",

@@ -32,7 +32,7 @@ COMMON = {
 }
 EXTRA = {
     "/similar": {"404": "unknown item_id"},
-    "/events": {"404": "unknown item_id"},
+    "/events": {"404": "unknown item_id, or a raw user_id on a server without the key"},
     "/items": {"409": "item_id already exists"},
 }
 HEADERS = {
@@ -59,6 +59,22 @@ def _error(description: str, status: str) -> dict[str, Any]:
     return response
 
 
+def _nullable(schema: Any) -> None:
+    """Mark every property that defaults to null as nullable (OpenAPI 3.0): the service
+    accepts an explicit null there, and BentoML's schema had dropped it."""
+    if isinstance(schema, dict):
+        # a oneOf body (/similar) means "leave the other one out", never null
+        properties = {} if "oneOf" in schema else (schema.get("properties") or {})
+        for prop in properties.values():
+            if isinstance(prop, dict) and "default" in prop and prop["default"] is None:
+                prop["nullable"] = True
+        for value in schema.values():
+            _nullable(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _nullable(value)
+
+
 def contract(spec: dict[str, Any]) -> dict[str, Any]:
     """``spec`` (BentoML's OpenAPI document) with true responses, auth and no README."""
     spec = copy.deepcopy(spec)
@@ -82,6 +98,8 @@ def contract(spec: dict[str, Any]) -> dict[str, Any]:
                 }
                 operation["security"] = []
                 continue
+            if "requestBody" in operation:
+                operation["requestBody"]["required"] = True  # an empty body is a 400
             ok = operation.get("responses", {}).get("200") or {"description": "OK"}
             statuses = {**COMMON, **EXTRA.get(path, {})}
             if method == "get":
@@ -91,4 +109,5 @@ def contract(spec: dict[str, Any]) -> dict[str, Any]:
                 **{status: _error(text, status) for status, text in statuses.items()},
             }
             operation["security"] = [{"bearer": []}]
+    _nullable(spec)
     return spec

@@ -118,10 +118,15 @@ class Job:
 class Batcher:
     """One model thread; every job waiting when it is free is ranked in one batch."""
 
-    def __init__(self, run: Callable[[list[Job]], list[list[Scored]]], max_batch: int) -> None:
+    def __init__(
+        self, run: Callable[[list[Job]], list[list[Scored]]], max_batch: int, threads: int
+    ) -> None:
         self.run = run
         self.max_batch = max_batch
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="recops-model")
+        # OpenMP's thread count is per calling thread: set it in the model thread itself
+        self.thread = ThreadPoolExecutor(
+            1, thread_name_prefix="recops-model", initializer=_limit_threads, initargs=(threads,)
+        )
         self._pending: list[tuple[Job, Future]] = []
         self._lock = threading.Lock()
 
@@ -211,7 +216,8 @@ class RecommenderService:
         background: bool = True,
         state: LiveState | None = None,
     ) -> None:
-        _limit_threads(int(os.environ.get("RECOPS_TORCH_THREADS", "1")))
+        threads = int(os.environ.get("RECOPS_TORCH_THREADS", "1"))
+        _limit_threads(threads)
         self._bundle: Bundle | None = None
         self._encoder = encoder
         self._base_items = 0  # the bundle's own catalogue size
@@ -221,8 +227,10 @@ class RecommenderService:
         self._quantization = quantization or os.environ.get("RECOPS_QUANTIZATION")
         self.cache = BytesLRU(int(os.environ.get("RECOPS_CACHE_BYTES", DEFAULT_CACHE_BYTES)))
         self.state = state if state is not None else open_state(_state_location())
-        self._batcher = Batcher(self._rank_jobs, MAX_BATCH)
-        self._text = ThreadPoolExecutor(1, thread_name_prefix="recops-text")
+        self._batcher = Batcher(self._rank_jobs, MAX_BATCH, threads)
+        self._text = ThreadPoolExecutor(
+            1, thread_name_prefix="recops-text", initializer=_limit_threads, initargs=(threads,)
+        )
         self._key = _pseudonym_key()
         self.ready = False
         Metrics.get()
@@ -364,10 +372,9 @@ class RecommenderService:
             {
                 "item_id": ids[s.item],
                 "title": titles[s.item],
-                "score": round(s.score, 6),
+                "score": s.score,
                 "reason": [
-                    {"item_id": ids[i], "title": titles[i], "weight": round(w, 6)}
-                    for i, w in s.reasons
+                    {"item_id": ids[i], "title": titles[i], "weight": w} for i, w in s.reasons
                 ],
             }
             for s in scored
@@ -534,8 +541,8 @@ class RecommenderService:
             return _error(404, "unknown item_id")
         user = self.pseudonym(user_id)
         if not _PSEUDONYM.fullmatch(user):
-            # without the ingestion key a raw id cannot be mapped, and must not be stored
-            return _error(400, "user_id must be a pseudonym (u_ + 16 hex) on this server")
+            # without the ingestion key a raw id cannot be mapped to a user, nor stored
+            return _error(404, "unknown user_id: this server needs pseudonyms (u_ + 16 hex)")
         added = self.state.add_events([(user, item_id, timestamp)])
         Metrics.get().events.inc(added)
         return _json({"recorded": bool(added), "events": len(self.state.events(user))})

@@ -104,6 +104,15 @@ class SimilarRequest(_Request):
     )
     k: K = 10
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(
+            key in data and data[key] is None for key in ("item_id", "text")
+        ):
+            raise ValueError("item_id and text are strings: leave the other one out")
+        return data
+
     @model_validator(mode="after")
     def _one_query(self) -> SimilarRequest:
         if (self.item_id is None) == (self.text is None):

@@ -401,7 +401,7 @@ def test_a_raw_id_is_never_stored_without_the_key(service) -> None:
     # without the ingestion key a raw id cannot be mapped: storing it would put a raw
     # identity into artifacts/serving/
     response = asyncio.run(service.events(user_id="raw-42", item_id="7", timestamp=1))
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert service.state.events("raw-42") == []
     service._key = bytes(range(32))
     assert call(service.events, user_id="raw-42", item_id="7", timestamp=1)["recorded"]
