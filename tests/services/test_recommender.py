@@ -421,3 +421,62 @@ def test_the_openapi_document_is_true_and_short(client: TestClient) -> None:
     body = paths["/similar"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert len(body["oneOf"]) == 2
     assert paths["/recommend"]["post"]["security"] == [{"bearer": []}]
+
+
+def test_readyz_waits_for_minilm_too(bundle_dir: Path, tmp_path, monkeypatch) -> None:
+    # issue 17.10: /readyz was ready before MiniLM loaded; the first text query paid it
+    import threading
+
+    import pipelines.features.text as text
+    from pipelines.inference.live import SqliteState
+    from services.recommender import RecommenderService
+
+    release = threading.Event()
+
+    class SlowEncoder:
+        def __init__(self, device: str = "cpu") -> None:
+            assert release.wait(30)
+
+        def encode(self, texts):
+            raise AssertionError("not called here")
+
+    monkeypatch.setattr(text, "TextEncoder", SlowEncoder)
+    service = RecommenderService.inner(
+        bundle_dir=bundle_dir, background=True, state=SqliteState(tmp_path / "s.sqlite")
+    )
+    deadline = time.monotonic() + 30
+    while service._bundle is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service._bundle is not None and not service.__is_ready__()  # model in, MiniLM not
+    release.set()
+    while not service.__is_ready__() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.__is_ready__()
+
+
+def test_the_guard_answers_503_with_retry_after_while_loading() -> None:
+    from services.guard import Guard
+
+    async def app(scope, receive, send):
+        raise AssertionError("the API must not run before the worker is ready")
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    guard = Guard(
+        app, token=lambda: TOKEN, max_body_bytes=100, known_fields=frozenset(), ready=lambda: False
+    )
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/recommend",
+        "headers": [(b"authorization", f"Bearer {TOKEN}".encode())],
+    }
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"5") in sent[0]["headers"]
