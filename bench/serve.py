@@ -85,6 +85,20 @@ def rss_kib(pid: int) -> dict[int, tuple[str, int]]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by every process the server started: on a
+    shared machine, the server's own cost per request, whatever else runs."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for child in descendants(pid):
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def percentiles(latencies: list[float]) -> tuple[float, float]:
     ordered = sorted(latencies) or [0.0]
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3  # noqa: E731
@@ -246,17 +260,22 @@ def start_redis(work: Path) -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def row(name: str, level: int | str, result, share: str) -> str:
+def row(name: str, level: int | str, result, share: str, cpu: float) -> str:
     rps, p50, p99, errors, n = result
-    return f"| {name} | {level} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {errors} | {n} | {share} |"
+    return (
+        f"| {name} | {level} | {rps:.1f} | {p50:.1f} | {p99:.1f} | {errors} | {n} | {share} "
+        f"| {1e3 * cpu / max(n, 1):.2f} |"
+    )
 
 
-def measured(url, path, bodies, level, args) -> tuple[tuple, str]:
+def measured(url, path, bodies, level, args, pid) -> tuple[tuple, str, float]:
     before = cache_counts(url)
+    cpu = cpu_seconds(pid)
     result = asyncio.run(closed_loop(url, path, bodies, level, args.requests, args.seconds))
+    cpu = cpu_seconds(pid) - cpu
     hits, misses_ = (a - b for a, b in zip(cache_counts(url), before, strict=True))
     share = f"{100 * hits / (hits + misses_):.0f}%" if hits + misses_ else "-"
-    return result, share
+    return result, share, cpu
 
 
 def live_cost(url: str, users: list[str], items: list[str], args) -> None:
@@ -344,12 +363,13 @@ def main() -> None:
         }
         if not args.skip_closed:
             print("| endpoint | concurrency | req/s | p50 ms | p99 ms | errors | requests", end="")
-            print(" | cache hits |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            print(" | cache hits | server CPU ms/request |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for level in (int(x) for x in args.levels.split(",")):
                 for name, bodies in endpoints.items():
-                    result, share = measured(url, name.split(" ")[0], bodies, level, args)
-                    print(row(name, level, result, share), flush=True)
+                    path = name.split(" ")[0]
+                    result, share, cpu = measured(url, path, bodies, level, args, process.pid)
+                    print(row(name, level, result, share, cpu), flush=True)
         open_result = asyncio.run(
             open_loop(url, "/recommend", misses(known, seed=2), args.rate, args.open_seconds)
         )

@@ -107,8 +107,14 @@ def popular(popularity: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list
     scores = torch.as_tensor(np.asarray(popularity, dtype=np.float32)).clone()[None]  # [1, n]
     if len(exclude):
         scores[0, list(exclude)] = float("-inf")
-    top = top_k(scores, k)[0].tolist()
-    return [Scored(int(i), float(scores[0, i])) for i in top if torch.isfinite(scores[0, i])]
+    return _finite(scores, top_k(scores, k))
+
+
+def _finite(scores: torch.Tensor, top: torch.Tensor) -> list[Scored]:
+    """The picked items of row 0 that have a finite score, in order (one vectorised pass)."""
+    values = scores[0, top[0]]
+    keep = torch.isfinite(values)
+    return [Scored(i, v) for i, v in zip(top[0][keep].tolist(), values[keep].tolist(), strict=True)]
 
 
 def similar(
@@ -120,8 +126,7 @@ def similar(
     scores = torch.as_tensor(item_vectors @ query)[None]  # [1, n_items]
     if len(exclude):
         scores[0, list(exclude)] = float("-inf")
-    top = top_k(scores, k)[0].tolist()
-    return [Scored(int(i), float(scores[0, i])) for i in top if torch.isfinite(scores[0, i])]
+    return _finite(scores, top_k(scores, k))
 
 
 def histories_of(
