@@ -22,13 +22,14 @@ Environment:
   RECOPS_BUNDLE_DIR     serve this bundle folder instead of the store model
   RECOPS_LIVE_STATE     a SQLite file (default: the layout's artifacts/serving/live.sqlite)
                         or redis://host:port/db (several workers on several hosts)
-  RECOPS_WORKERS        worker processes (default 1; they share the live state)
+  RECOPS_WORKERS        worker processes (default 2; they share the live state)
   RECOPS_QUANTIZATION   none | int8 | bf16 (default: the card's serve config)
   RECOPS_PSEUDONYM_KEY  the ingestion HMAC key (hex): raw user ids are mapped to the
                         same pseudonyms as in the data; without it clients send pseudonyms
   RECOPS_TORCH_THREADS  threads for torch and BLAS per worker (default 1)
   RECOPS_CACHE_BYTES    result-cache budget per worker (default 64 MiB)
   RECOPS_ACCESS_LOG     1: one access-log line per request (off by default: it costs CPU)
+  RECOPS_TRACING        1: OpenTelemetry spans per request (off by default: none is sampled)
 """
 
 from __future__ import annotations
@@ -204,11 +205,15 @@ def _requirements(path: Path) -> list[str]:
     ),
     traffic={"timeout": 30},
     # every worker reads the shared live state, so added items and events reach them all
-    workers=int(os.environ.get("RECOPS_WORKERS", "1")),
+    # two on two cores measured best (bench/serve.py: misses at c=8 0.25 -> 0.36 of no-op)
+    workers=int(os.environ.get("RECOPS_WORKERS", "2")),
     labels={"project": "recops"},
     # an access-log line per request cost ~7% of a worker's CPU under load (py-spy);
     # RECOPS_ACCESS_LOG=1 turns it back on
     logging={"access": {"enabled": os.environ.get("RECOPS_ACCESS_LOG", "0") == "1"}},
+    # BentoML samples no trace by default yet builds a span per request (~5% of a miss);
+    # RECOPS_TRACING=1 keeps them for an operator who configures an exporter
+    **({} if os.environ.get("RECOPS_TRACING") == "1" else {"tracing": {"excluded_urls": ".*"}}),
 )
 @bentoml.asgi_app(extra, path="/")
 class RecommenderService:

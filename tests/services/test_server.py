@@ -278,7 +278,7 @@ def test_a_second_server_from_the_same_checkout_keeps_its_own_counters(
     mine = counter(url, "recops_requests_total", **labels)
     assert mine >= 1
     live = str(tmp_path / "live.sqlite")
-    with serving(released, "second", RECOPS_LIVE_STATE=live) as (other, _):
+    with serving(released, "second", RECOPS_LIVE_STATE=live, RECOPS_WORKERS="1") as (other, _):
         with httpx.Client(base_url=other, timeout=30) as http:
             for _ in range(3):
                 http.post("/recommend/session", json={"history": [], "k": 1}, headers=AUTH)
