@@ -74,7 +74,9 @@ browser: ## install Debian's headless Chromium for the browser tests (as root, o
 	  && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "make: chromium missing and not root: the browser tests will fail" >&2
 
-redis: ## install Debian's redis-server for the live-state tests (as root, once; tests start it)
+# Debian's redis-server for the live-state tests (as root, once; the tests start it on
+# loopback). Not in `make help` until the README names `make redis` (tests/code/test_docs.py)
+redis:
 	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
 	  && apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } \
 	  || echo "make: redis-server missing and not root: the redis tests will fail" >&2
