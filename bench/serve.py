@@ -236,8 +236,10 @@ def serve(bundle: Path | None, workers: int, live: str, work: Path) -> tuple[sub
     url = f"http://127.0.0.1:{port}"
     for _ in range(480):
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                time.sleep(2 * (workers - 1))  # the other workers load too
+            # fresh connections, so that every worker (not just the first) has answered
+            if all(
+                httpx.get(f"{url}/readyz", timeout=2).status_code == 200 for _ in range(8 * workers)
+            ):
                 return process, url
         except httpx.TransportError:
             pass
