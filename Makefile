@@ -74,7 +74,14 @@ browser: ## install Debian's headless Chromium for the browser tests (as root, o
 	  && apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "make: chromium missing and not root: the browser tests will fail" >&2
 
-test: $(STAMP) browser ## run the default test suite (skips slow tests; GPU tests run where CUDA is)
+# Debian's redis-server for the live-state tests (as root, once; the tests start it on
+# loopback). Not in `make help` until the README names `make redis` (tests/code/test_docs.py)
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; } \
+	  || echo "make: redis-server missing and not root: the redis tests will fail" >&2
+
+test: $(STAMP) browser redis ## run the default test suite (skips slow tests; GPU tests run where CUDA is)
 	$(BIN)/python -m pytest -m "not slow"
 
 test-all: $(STAMP) ## run every test, slow ones included
@@ -90,4 +97,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser test test-all mutate lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser redis test test-all mutate lint clean

@@ -1,25 +1,31 @@
 """The ASGI guard in front of every endpoint: auth, body limits, media type, clean errors.
 
-- Bearer-token auth (constant-time compare) on everything but the probes,
-  ``/metrics`` and the Swagger page with its schema: 401 without a valid token.
-  With no token configured every guarded request is refused (fail closed).
+- Bearer-token auth (``services.auth``: one header, constant-time compare) on everything
+  but the probes, ``/metrics`` and the Swagger page with its schema: 401 without a valid
+  token. With no token configured every guarded request is refused (fail closed).
+- While the worker is not ready (model or MiniLM still loading) an API call gets 503
+  with ``Retry-After`` at once, before its body is read.
 - Bodies over ``max_body_bytes`` get 413 (declared length or counted bytes),
-  a POST that is not ``application/json`` gets 415.
+  a POST that is not ``application/json`` (any letter case) gets 415.
 - Each API's body is validated here, with the API's own pydantic model, before
   BentoML sees it: a bad body gets 400 ``{"error", "detail"}`` naming a field only
   if it is one of the API's own fields, never a value or an unknown key the
   client sent, and nothing of it reaches a log (BentoML would log the input).
-- Any other error response is reduced to ``{"error": message}`` (5xx: no detail).
+- Any other error response is reduced to ``{"error": message}`` (5xx: no detail); the
+  headers a client needs (``Allow``, ``Retry-After``, ``WWW-Authenticate``) are kept.
+- ``/docs.json`` is rewritten by ``services.openapi.contract`` so the schema says what
+  the service really answers.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+from services.auth import authorised
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -30,6 +36,8 @@ OPEN_PATHS = frozenset(
     {"/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json", "/schema.json"}
 )
 OPEN_PREFIXES = ("/static_content/", "/assets/")
+KEPT_HEADERS = frozenset({b"allow", b"retry-after", b"www-authenticate"})
+RETRY_AFTER = b"5"  # seconds: a worker loads the model and MiniLM in about that
 
 
 def _json_response(status: int, payload: dict[str, Any], extra: Iterable = ()) -> list[Message]:
@@ -92,22 +100,19 @@ class Guard:
         max_body_bytes: int,
         known_fields: frozenset[str],
         schemas: dict[str, type[BaseModel]] | None = None,
+        ready: Callable[[], bool] = lambda: True,
+        openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
         self.token = token
         self.schemas = schemas or {}
         self.max_body_bytes = max_body_bytes
         self.known_fields = known_fields
+        self.ready = ready
+        self.openapi = openapi
 
     def authorised(self, scope: Scope) -> bool:
-        expected = self.token()
-        if not expected:
-            return False
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return hmac.compare_digest(given.strip(), expected.encode())
+        return authorised(scope.get("headers") or [], self.token())
 
     async def _refuse(self, send: Send, status: int, message: str, extra: Iterable = ()) -> None:
         for event in _json_response(status, {"error": message}, extra):
@@ -118,12 +123,20 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        if path == "/docs.json" and self.openapi is not None:
+            await self._schema(scope, receive, send)
+            return
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         if not self.authorised(scope):
             await self._refuse(
                 send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
+            )
+            return
+        if not self.ready():
+            await self._refuse(
+                send, 503, "the model is still loading", [(b"retry-after", RETRY_AFTER)]
             )
             return
         headers = dict(scope.get("headers") or [])
@@ -134,7 +147,7 @@ class Guard:
         body = b""
         if scope.get("method") == "POST":
             media = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
-            if media != b"application/json":
+            if media.lower() != b"application/json":
                 await self._refuse(send, 415, "the body must be application/json")
                 return
             more = True
@@ -150,7 +163,10 @@ class Guard:
             schema = self.schemas.get(path)
             if schema is not None:
                 try:
-                    schema.model_validate_json(body or b"{}")
+                    if not body.strip():
+                        await self._refuse(send, 400, "a JSON body is required")
+                        return
+                    schema.model_validate_json(body)
                 except ValidationError as error:
                     payload = {
                         "error": "invalid request",
@@ -187,7 +203,42 @@ class Guard:
             if not message.get("more_body", False):
                 raw = b"".join(m.get("body", b"") for m in held[1:])
                 cleaned = clean_error(status, raw, self.known_fields)
-                for event in _json_response(status, cleaned):
+                kept = [
+                    (name, value)
+                    for name, value in held[0].get("headers", [])
+                    if name.lower() in KEPT_HEADERS
+                ]
+                if status == 503 and not any(n.lower() == b"retry-after" for n, _ in kept):
+                    kept.append((b"retry-after", RETRY_AFTER))
+                for event in _json_response(status, cleaned, kept):
                     await send(event)
 
         await self.app(scope, replay if scope.get("method") == "POST" else receive, clean)
+
+    async def _schema(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """BentoML's OpenAPI document, made true by ``self.openapi``."""
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            else:
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, keep)
+        if start.get("status") != 200 or self.openapi is None:
+            await send(start)
+            await send({"type": "http.response.body", "body": b"".join(chunks)})
+            return
+        body = json.dumps(self.openapi(json.loads(b"".join(chunks)))).encode()
+        for event in _json_response(200, {}, ()):
+            if event["type"] == "http.response.start":
+                event["headers"] = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+            else:
+                event["body"] = body
+            await send(event)

@@ -1,8 +1,11 @@
 """`make serve`: start the blessed champion Bento on localhost with the local bearer token.
 
 The token is generated once into ``.secrets/serve.token`` (mode 0600, git-ignored)
-and handed to the server through its environment; the ingestion key is passed
-too when it exists, so raw user ids map to the stored pseudonyms.
+and handed to the server through its environment. So is the key data/ was
+pseudonymised with (``ingestion_key``): the key file, or, for the MovieLens demo,
+the published demo key, so raw MovieLens ids (``{"user_id": "1"}``) reach the
+user's own history instead of the popularity fallback. The live state (events,
+added items) is the project's ``artifacts/serving/live.sqlite``.
 
     python -m services.serve [--port 3000]
 """
@@ -15,8 +18,14 @@ import secrets
 import sys
 from pathlib import Path
 
-from pipelines.core.paths import PROJECT
-from pipelines.data.privacy import KEY_ENV
+from pipelines.core.paths import PROJECT, Layout
+from pipelines.data.privacy import (
+    KEY_ENV,
+    PUBLIC_DEMO_KEY,
+    key_fingerprint,
+    read_fingerprint,
+)
+from pipelines.data.snapshot import fingerprint_path
 
 TOKEN_FILE = PROJECT.secrets / "serve.token"
 BENTOML_HOME = PROJECT.bentoml_home
@@ -34,6 +43,37 @@ def local_token(path: Path = TOKEN_FILE) -> str:
     return token
 
 
+def ingestion_key(layout: Layout = PROJECT) -> bytes | None:
+    """The key data/ was pseudonymised with, as its recorded fingerprint says: the
+    public demo key (MovieLens), or the key file; None when neither matches."""
+    recorded = read_fingerprint(fingerprint_path(layout.data))
+    if recorded is None:
+        return None
+    if recorded == key_fingerprint(PUBLIC_DEMO_KEY):
+        return PUBLIC_DEMO_KEY
+    if layout.pseudonym_key.is_file():
+        try:
+            key = bytes.fromhex(layout.pseudonym_key.read_text().strip())
+        except ValueError:
+            return None
+        if key_fingerprint(key) == recorded:
+            return key
+    return None
+
+
+def server_env(token: str, layout: Layout = PROJECT) -> dict[str, str]:
+    """The server's environment: the token, the ingestion key, the live state, one BLAS
+    thread per worker (numpy reads these when it loads)."""
+    env = {**os.environ, "RECOPS_API_TOKEN": token}
+    env.setdefault("RECOPS_LIVE_STATE", str(layout.live_state))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    key = ingestion_key(layout)
+    if key is not None and not env.get(KEY_ENV):
+        env[KEY_ENV] = key.hex()
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
@@ -46,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no blessed model yet: run `make run` (the package stage releases one)")
         return 2
     token = local_token()
-    env = {**os.environ, "RECOPS_API_TOKEN": token}
-    if PROJECT.pseudonym_key.exists() and not env.get(KEY_ENV):
-        env[KEY_ENV] = PROJECT.pseudonym_key.read_text().strip()
+    env = server_env(token)
+    if not env.get(KEY_ENV):
+        print(
+            "  note:    no ingestion key matches data/: send pseudonyms (u_...), raw ids fall back"
+        )
     url = f"http://127.0.0.1:{args.port}"
     print(f"serving {current.bento} (model {current.model})")
     print(f"  URL:     {url}")

@@ -262,6 +262,10 @@ class Layout:
         return self.artifacts / "serving" / "current.json"
 
     @property
+    def live_state(self) -> Path:  # events, items and profiles since training (SQLite, WAL)
+        return self.artifacts / "serving" / "live.sqlite"
+
+    @property
     def orchestration(self) -> Path:  # repro.log, failures.log
         return self.artifacts / "orchestration"
 

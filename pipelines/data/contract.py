@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pipelines.core import schema
 from pipelines.data.privacy import (
+    ID_PATTERN,
     PSEUDONYM_PATTERN,
     SHORT_LABEL_MAX,
     SHORT_LABEL_PATTERN,
@@ -36,7 +37,6 @@ TABLES = (INTERACTIONS, ITEMS, USERS)
 EARLIEST_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z
 EARLIEST_YEAR = 1800
 MAX_AGE = 130
-ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 INT_TYPES = ["int64", "Int64Dtype"]
 FLOAT_TYPES = ["float64", "float32"]
 
@@ -205,7 +205,7 @@ def item_rules(now: datetime) -> list[Rule]:
             "have an item id that is not 1–64 of A-Z a-z 0-9 _ . : -",
             "ids travel in URLs, logs and file names",
             column=schema.ITEM_ID,
-            regex=ITEM_ID_PATTERN,
+            regex=ID_PATTERN,
         ),
         _rule(
             t,
@@ -471,7 +471,7 @@ def interaction_rules(
             "have an item id that is not 1–64 of A-Z a-z 0-9 _ . : -",
             "ids travel in URLs, logs and file names",
             column=schema.ITEM_ID,
-            regex=ITEM_ID_PATTERN,
+            regex=ID_PATTERN,
         ),
         _rule(
             t,

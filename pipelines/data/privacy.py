@@ -32,6 +32,9 @@ MIN_KEY_BYTES = 16
 PSEUDONYM_PREFIX = "u_"
 PSEUDONYM_HEX_CHARS = 16
 PSEUDONYM_PATTERN = rf"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
+# every item id, and every user id a client sends (raw or pseudonym): 1-64 URL- and
+# log-safe characters. One pattern for the data contract and the service alike.
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 UNKNOWN = schema.UNKNOWN
 
 RAW_AGE = "age"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,45 +56,65 @@ PROFILE_VOCAB = PROJECT.profile_vocab.name
 CARD = "card.json"
 
 
-@dataclass
 class Catalogue:
     """Every servable item by index: ids, titles, texts, unit MiniLM vectors, popularity.
 
-    Items added at serving time are appended (``add``); indices never move, so a
-    model that knows ``n`` items still scores items ``0..n-1`` correctly.
+    Items added at serving time are appended (``add``) in amortised O(1): the vector and
+    popularity arrays keep spare rows (doubled when full), so an add never copies the
+    catalogue. Indices never move, so a model that knows ``n`` items still scores items
+    ``0..n-1`` correctly.
     """
 
-    item_ids: list[str]
-    titles: list[str]
-    texts: list[str]
-    vectors: np.ndarray  # [n_items, D] float32, rows L2-normalised
-    popularity: np.ndarray  # [n_items] distinct users per item (0 for added items)
-    index: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        n = len(self.item_ids)
-        if not (len(self.titles) == len(self.texts) == len(self.vectors) == len(self.popularity)):
+    def __init__(
+        self,
+        item_ids: list[str],
+        titles: list[str],
+        texts: list[str],
+        vectors: np.ndarray,  # [n_items, D] float32; rows are L2-normalised here
+        popularity: np.ndarray,  # [n_items] distinct users per item (0 for added items)
+    ) -> None:
+        n = len(item_ids)
+        if not (len(titles) == len(texts) == len(vectors) == len(popularity) == n):
             raise ValueError(f"catalogue columns disagree on the number of items ({n})")
-        self.vectors = _unit_rows(np.asarray(self.vectors, dtype=np.float32))
+        self.item_ids, self.titles, self.texts = list(item_ids), list(titles), list(texts)
+        self._vectors = _unit_rows(np.asarray(vectors, dtype=np.float32))
+        self._popularity = np.asarray(popularity, dtype=np.float32).copy()
+        self._n = n
         self.index = {item: position for position, item in enumerate(self.item_ids)}
         if len(self.index) != n:
             raise ValueError("catalogue item ids must be unique")
 
     def __len__(self) -> int:
-        return len(self.item_ids)
+        return self._n
+
+    @property
+    def vectors(self) -> np.ndarray:  # [n_items, D], a view: never written through
+        return self._vectors[: self._n]
+
+    @property
+    def popularity(self) -> np.ndarray:  # [n_items]
+        return self._popularity[: self._n]
 
     def add(self, item_id: str, title: str, text: str, vector: np.ndarray) -> int:
         """Append one item; returns its index. The id must be new."""
         if item_id in self.index:
             raise KeyError("item already in the catalogue")
+        row = _unit_rows(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        if self._n == len(self._vectors):
+            capacity = max(16, 2 * self._n)
+            vectors = np.empty((capacity, self._vectors.shape[1]), dtype=np.float32)
+            vectors[: self._n] = self._vectors[: self._n]
+            popularity = np.zeros(capacity, dtype=np.float32)
+            popularity[: self._n] = self._popularity[: self._n]
+            self._vectors, self._popularity = vectors, popularity
+        self._vectors[self._n] = row[0]
+        self._popularity[self._n] = 0.0
         self.item_ids.append(item_id)
         self.titles.append(title)
         self.texts.append(text)
-        row = _unit_rows(np.asarray(vector, dtype=np.float32).reshape(1, -1))
-        self.vectors = np.concatenate([self.vectors, row])
-        self.popularity = np.concatenate([self.popularity, np.zeros(1, self.popularity.dtype)])
-        self.index[item_id] = len(self.item_ids) - 1
-        return self.index[item_id]
+        self.index[item_id] = self._n
+        self._n += 1
+        return self._n - 1
 
 
 @dataclass(frozen=True)

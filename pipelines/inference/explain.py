@@ -30,18 +30,21 @@ import torch.nn.functional as F
 Explanation = dict[int, list[tuple[int, float]]]
 
 
-def _as_float64(values: torch.Tensor | np.ndarray) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        return values.detach().to("cpu", torch.float64)
-    return torch.as_tensor(np.asarray(values), dtype=torch.float64)
-
-
 def _check_items(name: str, items: Sequence[int], n_items: int) -> list[int]:
     values = [int(item) for item in items]
     bad = [item for item in values if not 0 <= item < n_items]
     if bad:
         raise ValueError(f"{name} holds item indices outside 0..{n_items - 1}: {bad[:5]}")
     return values
+
+
+def _rows(
+    values: torch.Tensor | np.ndarray, index: list[int], dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """The chosen rows only (never a copy of the whole matrix), as ``dtype``."""
+    if isinstance(values, torch.Tensor):
+        return values.detach()[index].to("cpu", dtype)
+    return torch.from_numpy(np.asarray(values[index])).to(dtype)
 
 
 def _drivers(
@@ -52,17 +55,32 @@ def _drivers(
     positive_only: bool,
 ) -> Explanation:
     """Top history items per recommended item from ``contributions`` ``[H, R]``."""
-    table = contributions.tolist()  # H lists of R floats
-    result: Explanation = {}
-    for column, item in enumerate(recommended):
-        pairs = [
-            (source, float(row[column]))
-            for source, row in zip(history, table, strict=True)
-            if source != item and (not positive_only or row[column] > 0.0)
+    order = sorted(range(len(history)), key=history.__getitem__)  # lower item index first
+    sources = torch.tensor([history[i] for i in order], dtype=torch.long)  # [H]
+    table = contributions[order].T.clone()  # [R, H]
+    targets = torch.tensor(recommended, dtype=torch.long)  # [R]
+    table[sources[None, :] == targets[:, None]] = float("-inf")  # never explains itself
+    if positive_only:
+        table[table <= 0.0] = float("-inf")
+    n = min(top_n, table.shape[1])
+    # the n best per row in O(H) (topk), then the tie rule: a row whose n-th value ties
+    # with the next one, or that picked equal values, is ranked again by a stable sort
+    top = torch.topk(table, min(n + 1, table.shape[1]), dim=1)
+    values, positions = top.values[:, :n], top.indices[:, :n]
+    tied = (values[:, 1:] == values[:, :-1]).any(dim=1)
+    if top.values.shape[1] > n:
+        tied |= top.values[:, n - 1] == top.values[:, n]
+    for row in tied.nonzero().flatten().tolist():
+        ranked = torch.sort(table[row], descending=True, stable=True)
+        values[row], positions[row] = ranked.values[:n], ranked.indices[:n]
+    picks = sources[positions].tolist()
+    values_list = values.tolist()
+    return {
+        item: [
+            (s, v) for s, v in zip(picks[column], values_list[column], strict=True) if v > -np.inf
         ]
-        pairs.sort(key=lambda pair: (-pair[1], pair[0]))  # largest first, then lower index
-        result[item] = pairs[:top_n]
-    return result
+        for column, item in enumerate(recommended)
+    }
 
 
 def _prepare(
@@ -88,14 +106,17 @@ def explain(
     here, so the contribution is the cosine, in [-1, 1]). An empty history
     gives an empty list for every recommended item.
     """
-    vectors = _as_float64(item_vectors)
-    if vectors.ndim != 2:
-        raise ValueError(f"item_vectors must be [n_items, D], got shape {tuple(vectors.shape)}")
-    history, targets = _prepare(history_items, recommended, vectors.shape[0], top_n)
+    if item_vectors.ndim != 2:
+        raise ValueError(
+            f"item_vectors must be [n_items, D], got shape {tuple(item_vectors.shape)}"
+        )
+    history, targets = _prepare(history_items, recommended, item_vectors.shape[0], top_n)
     if not history or not targets:
         return {item: [] for item in targets}
-    sources = F.normalize(vectors[history], dim=1)  # [H, D]
-    destinations = F.normalize(vectors[targets], dim=1)  # [R, D]
+    # float32: MiniLM vectors are float32, and a cosine needs no more (a float64 product
+    # of a long history was a fifth of a /recommend's CPU)
+    sources = F.normalize(_rows(item_vectors, history, torch.float32), dim=1)  # [H, D]
+    destinations = F.normalize(_rows(item_vectors, targets, torch.float32), dim=1)  # [R, D]
     return _drivers(history, targets, sources @ destinations.T, top_n, positive_only)  # [H, R]
 
 
@@ -111,11 +132,10 @@ def explain_from_weights(
     ``weights`` is an item × item matrix ``[from, to]``: EASE's ``weights``,
     ItemKNN's ``similarity``, or a precomputed similarity matrix.
     """
-    matrix = _as_float64(weights)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"weights must be a square item × item matrix, got {tuple(matrix.shape)}")
-    history, targets = _prepare(history_items, recommended, matrix.shape[0], top_n)
+    if weights.ndim != 2 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"weights must be a square item × item matrix, got {tuple(weights.shape)}")
+    history, targets = _prepare(history_items, recommended, weights.shape[0], top_n)
     if not history or not targets:
         return {item: [] for item in targets}
-    contributions = matrix[history][:, targets]  # [H, R]
+    contributions = _rows(weights, history)[:, targets]  # [H, R]
     return _drivers(history, targets, contributions, top_n, positive_only)

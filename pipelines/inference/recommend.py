@@ -86,13 +86,16 @@ def recommend(
         raise ValueError(f"k must be at least 1, got {k}")
     scores = masked_scores(model, histories, exclude_seen)  # [B, n_items]
     top = top_k(scores, k)  # [B, k]
+    top_scores = scores.gather(1, top).float()  # [B, k]
+    finite = torch.isfinite(top_scores).tolist()
+    top_items, top_values = top.tolist(), top_scores.tolist()
     results = []
-    for row in range(len(histories)):
-        history = [int(i) for i in histories.items[row].tolist() if i >= 0]
+    for row, events in enumerate(histories.items.tolist()):
+        history = [i for i in events if i >= 0]
         picked = [
-            (int(item), float(scores[row, item]))
-            for item in top[row].tolist()
-            if torch.isfinite(scores[row, item])
+            (item, value)
+            for item, value, ok in zip(top_items[row], top_values[row], finite[row], strict=True)
+            if ok
         ]
         why = reasons_for(model, history, [item for item, _ in picked], item_vectors, n_reasons)
         results.append([Scored(item, score, tuple(why[item])) for item, score in picked])
@@ -104,8 +107,14 @@ def popular(popularity: np.ndarray, k: int, exclude: Sequence[int] = ()) -> list
     scores = torch.as_tensor(np.asarray(popularity, dtype=np.float32)).clone()[None]  # [1, n]
     if len(exclude):
         scores[0, list(exclude)] = float("-inf")
-    top = top_k(scores, k)[0].tolist()
-    return [Scored(int(i), float(scores[0, i])) for i in top if torch.isfinite(scores[0, i])]
+    return _finite(scores, top_k(scores, k))
+
+
+def _finite(scores: torch.Tensor, top: torch.Tensor) -> list[Scored]:
+    """The picked items of row 0 that have a finite score, in order (one vectorised pass)."""
+    values = scores[0, top[0]]
+    keep = torch.isfinite(values)
+    return [Scored(i, v) for i, v in zip(top[0][keep].tolist(), values[keep].tolist(), strict=True)]
 
 
 def similar(
@@ -117,8 +126,7 @@ def similar(
     scores = torch.as_tensor(item_vectors @ query)[None]  # [1, n_items]
     if len(exclude):
         scores[0, list(exclude)] = float("-inf")
-    top = top_k(scores, k)[0].tolist()
-    return [Scored(int(i), float(scores[0, i])) for i in top if torch.isfinite(scores[0, i])]
+    return _finite(scores, top_k(scores, k))
 
 
 def histories_of(
@@ -127,12 +135,18 @@ def histories_of(
     profiles: Sequence[Sequence[int]] | None,
     n_items: int,
     max_len: int | None = None,
+    now: Sequence[int] | None = None,
 ) -> Histories:
-    """Padded histories for the model, keeping only items it can score (index < n_items)."""
+    """Padded histories for the model, keeping only items it can score (index < n_items).
+
+    ``now``: per history, the Unix second the ranking is for (a request's time, or a
+    replayed event's); None leaves ``Histories.now`` unset (right after the newest event).
+    """
     kept_items, kept_stamps = [], []
     for seq, stamps in zip(items, timestamps, strict=True):
         pairs = [(int(i), int(t)) for i, t in zip(seq, stamps, strict=True) if 0 <= i < n_items]
         kept_items.append([i for i, _ in pairs])
         kept_stamps.append([t for _, t in pairs])
     rows = None if profiles is None else [list(map(int, p)) for p in profiles]
-    return Histories.from_lists(kept_items, kept_stamps, rows, max_len=max_len)
+    moments = None if now is None else [int(t) for t in now]
+    return Histories.from_lists(kept_items, kept_stamps, rows, max_len=max_len, now=moments)

@@ -112,3 +112,11 @@ def test_the_plots_draw_one_series_per_tuned_and_per_gradient_model() -> None:
     assert _plot_files("training curves") == {
         f"artifacts/models/{name}/curve.csv" for name in gradient
     }
+
+
+def test_package_depends_on_the_service_code_the_bento_carries() -> None:
+    # the Bento is built from services/ too: without it in the deps, a changed service
+    # left the package stage "up to date" and the Bento served stale service code
+    deps = stage_deps(STAGES["package"])
+    for path in (PROJECT.root / "services").glob("*.py"):
+        assert covered(path, deps), path

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from pipelines.evaluation.ranking import masked_scores
-from pipelines.inference.cache import VersionedLRU
-from pipelines.inference.catalogue import CannotExtend, extend_model, scores_from_text
+from pipelines.inference.cache import OVERHEAD, BytesLRU
+from pipelines.inference.catalogue import (
+    CannotExtend,
+    extend_model,
+    grow_model,
+    scores_from_text,
+)
 from pipelines.inference.quantize import quantize
 from pipelines.inference.recommend import clean_history, histories_of, popular, recommend, similar
 from pipelines.models import build_model
@@ -77,16 +82,61 @@ def test_models_without_a_text_path_cannot_be_extended() -> None:
         extend_model(build_model("ease", 4), unit_vectors(1))
 
 
-def test_versioned_lru_evicts_and_empties_on_a_new_version() -> None:
-    cache = VersionedLRU(2, version="a")
-    cache.put("x", 1)
-    cache.put("y", 2)
-    assert cache.get("x") == 1
-    cache.put("z", 3)  # evicts y, the least recently used
-    assert cache.get("y") is None and cache.get("z") == 3
+def test_bytes_lru_is_bounded_in_bytes_and_empties_on_a_new_version() -> None:
+    cache = BytesLRU(2 * (OVERHEAD + 10), version="a")
+    cache.put("x", b"x" * 10)
+    cache.put("y", b"y" * 10)
+    assert cache.get("x") == b"x" * 10
+    cache.put("z", b"z" * 10)  # evicts y, the least recently used
+    assert cache.get("y") is None and cache.get("z") == b"z" * 10
+    assert cache.bytes == 2 * (OVERHEAD + 10)
+    cache.put("huge", b"h" * 10_000)  # over the whole budget: never stored
+    assert cache.get("huge") is None and cache.bytes <= cache.max_bytes
     cache.set_version("b")
-    assert len(cache) == 0 and cache.get("x") is None
-    assert cache.hits == 2 and cache.misses == 2 and cache.hit_rate == 0.5
+    assert len(cache) == 0 and cache.bytes == 0 and cache.get("x") is None
+    assert cache.hits == 2 and cache.misses == 3
+    with pytest.raises(TypeError):
+        cache.put("obj", {"not": "bytes"})  # type: ignore[arg-type]
+
+
+def test_a_million_answers_never_grow_the_cache_past_its_budget() -> None:
+    cache = BytesLRU(50_000)
+    for user in range(2_000):
+        cache.put((f"u{user}", 100, True), b"x" * 5_000)
+    assert cache.bytes <= 50_000 and len(cache) == 50_000 // (5_000 + OVERHEAD)
+
+
+@pytest.mark.parametrize("name", ["fusion_transformer", "text_zero_shot"])
+def test_grown_in_place_scores_like_the_rebuilt_model(name: str) -> None:
+    if name == "fusion_transformer":
+        model, sequences = flagship()
+    else:
+        model = build_model(name, 8)
+        model.fit(train_data([[0, 1, 2]] * 8, 8, embeddings=unit_vectors(8)))
+        sequences = [[0, 1, 2, 3, 4]] * 8
+    histories = histories_of([sequences[1]], [[1, 2, 3, 4, 5]], [[1, 1, 1, 1]], 8)
+    with torch.inference_mode():
+        model.score_all(histories)  # fills the flagship's item cache: growth must extend it
+    new = unit_vectors(11, seed=3)[8:]
+    reference = extend_model(model, new)
+    for row in range(3):  # one at a time, as POST /items adds them
+        grow_model(model, new[row : row + 1])
+    assert model.n_items == 11
+    histories = histories_of([sequences[1]], [[1, 2, 3, 4, 5]], [[1, 1, 1, 1]], 11)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            model.score_all(histories), reference.score_all(histories), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_growing_never_copies_the_catalogue_each_time() -> None:
+    model, _ = flagship()
+    grow_model(model, unit_vectors(9, seed=1)[8:])
+    store = model._grow_rows["items.text.vectors"].store
+    for seed in range(2, 6):  # within the spare rows: the same storage, written in place
+        grow_model(model, unit_vectors(9, seed=seed)[8:])
+        assert model._grow_rows["items.text.vectors"].store is store
+    assert model.n_items == 13 and model.items.text.vectors.shape[0] == 13
 
 
 @pytest.mark.parametrize("mode", ["int8", "bf16"])
