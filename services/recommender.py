@@ -60,6 +60,7 @@ from pipelines.inference.bundle import Bundle, load_bundle
 from pipelines.inference.cache import BytesLRU
 from pipelines.inference.catalogue import grow_model, scores_from_text
 from pipelines.inference.live import LiveItem, LiveState, now_seconds, open_state
+from pipelines.inference.now import NowBlend
 from pipelines.inference.quantize import MODES, quantize
 from pipelines.inference.recommend import (
     Scored,
@@ -230,6 +231,7 @@ class RecommenderService:
         threads = int(os.environ.get("RECOPS_TORCH_THREADS", "1"))
         _limit_threads(threads)
         self._bundle: Bundle | None = None
+        self._blend: NowBlend | None = None
         self._encoder = encoder
         self._base_items = 0  # the bundle's own catalogue size
         self._live_seq = 0  # the newest live item applied to this worker's catalogue
@@ -286,6 +288,8 @@ class RecommenderService:
         """Serve ``bundle`` from now on (a new champion): the result cache starts empty and
         the items added since training are applied again, from the live state."""
         self._bundle = bundle
+        # what is popular now, blended in by the gap since the user's last event (the card's)
+        self._blend = NowBlend.from_card(bundle.card)
         self._base_items = len(bundle.catalogue)
         self._positive = int((bundle.catalogue.popularity > 0).sum())
         self._live_seq = 0
@@ -368,11 +372,41 @@ class RecommenderService:
                 now=[jobs[i].now for i in rows],
             )
             k = max(jobs[i].k for i in rows)
+            recent = None if self._blend is None else self._recent([jobs[i].now for i in rows])
             # the one call of `recommend` in the service
-            ranked = recommend(model, histories, k, bundle.catalogue.vectors, exclude_seen)
+            ranked = recommend(
+                model,
+                histories,
+                k,
+                bundle.catalogue.vectors,
+                exclude_seen,
+                recent=recent,
+                blend=self._blend,
+            )
             for i, scored in zip(rows, ranked, strict=True):
                 results[i] = scored[: jobs[i].k]
         return results
+
+    def _recent(self, moments: list[int]) -> np.ndarray:
+        """[B, n_model_items] events per item in the blend's window before each moment, from
+        the live state (every appended batch and every POST /events): one read per minute."""
+        bundle, blend = self._bundle, self._blend
+        assert bundle is not None and blend is not None
+        index, n_items = bundle.catalogue.index, bundle.model.n_items
+        days = max(1, round(blend.window_days))
+        rows: dict[int, np.ndarray] = {}
+        out = np.zeros((len(moments), n_items), dtype=np.float32)
+        for position, moment in enumerate(moments):
+            minute = int(moment) // 60
+            if minute not in rows:
+                row = np.zeros(n_items, dtype=np.float32)
+                for item, count in self.state.recent_counts(minute * 60, days).items():
+                    column = index.get(item)
+                    if column is not None and column < n_items:
+                        row[column] = count
+                rows[minute] = row
+            out[position] = rows[minute]
+        return out
 
     def _items(self, scored: list[Scored]) -> list[dict[str, Any]]:
         catalogue = self._bundle.catalogue  # type: ignore[union-attr]

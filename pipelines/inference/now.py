@@ -147,8 +147,10 @@ def fit_blend(
             report["buckets"].append({"bucket": bucket, "cases": 0})
             continue
         curve = []
+        # seen items are out of the ranking before the blend, as the server masks them
+        scores = np.where(seen[rows], -np.inf, model_scores[rows])
         for a in grid:
-            p = blend_probabilities(model_scores[rows], recent_counts[rows], np.full(len(rows), a))
+            p = blend_probabilities(scores, recent_counts[rows], np.full(len(rows), a))
             curve.append(float(_ndcg_of_target(p, targets[rows], seen[rows], k).mean()))
         best = int(np.argmax(curve))  # the first (smallest weight) of equal bests
         weights.append(float(grid[best]))
@@ -166,3 +168,27 @@ def fit_blend(
         last = last if w is None else w
         filled.append(last)
     return NowBlend(tuple(filled), tuple(edges), window_days), report
+
+
+def gaps_of(histories) -> np.ndarray:
+    """[B] seconds from each history's newest event to its ``now`` (-1: no history, or no
+    moment given: the longest bucket, as after a long absence)."""
+    if histories.now is None:
+        return np.full(len(histories), -1, dtype=np.int64)
+    last = histories.timestamps[:, -1].numpy() if histories.timestamps.shape[1] else None
+    present = histories.mask[:, -1].numpy() if last is not None else None
+    if last is None:
+        return np.full(len(histories), -1, dtype=np.int64)
+    return np.where(present, histories.now.numpy() - last, -1).astype(np.int64)
+
+
+def blended(scores, histories, recent: np.ndarray, blend: NowBlend):
+    """``scores`` ([B, N] torch, seen items -inf) blended with ``recent`` ([B, N] counts of
+    the window before each ``now``): a torch tensor again, seen items still -inf."""
+    import torch
+
+    masked = ~torch.isfinite(scores)
+    mixed = blend_scores(scores.float().numpy(), recent, gaps_of(histories), blend)
+    out = torch.as_tensor(mixed)
+    out[masked] = float("-inf")
+    return out

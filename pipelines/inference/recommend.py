@@ -20,6 +20,7 @@ import torch
 from pipelines.evaluation.ranking import masked_scores, top_k
 from pipelines.features.batch import Histories
 from pipelines.inference.explain import explain, explain_from_weights
+from pipelines.inference.now import NowBlend, blended
 from pipelines.models import Recommender
 
 DEFAULT_REASONS = 3  # history items named per recommendation
@@ -79,12 +80,21 @@ def recommend(
     item_vectors: np.ndarray,
     exclude_seen: bool = True,
     n_reasons: int = DEFAULT_REASONS,
+    recent: np.ndarray | None = None,
+    blend: NowBlend | None = None,
 ) -> list[list[Scored]]:
     """The ``k`` best items per history with their reasons; seen items are never
-    recommended when ``exclude_seen``. Items the model cannot score (-inf) are dropped."""
+    recommended when ``exclude_seen``. Items the model cannot score (-inf) are dropped.
+
+    With a ``blend`` (the card's ``NowBlend``) and ``recent`` ([B, n_items] item counts of
+    the blend's window before each history's ``now``), the model's scores are mixed with
+    what is popular now by how long the user has been away (``inference.now``); the score
+    returned is then the blend's log probability."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     scores = masked_scores(model, histories, exclude_seen)  # [B, n_items]
+    if blend is not None and recent is not None:
+        scores = blended(scores, histories, recent, blend)
     top = top_k(scores, k)  # [B, k]
     top_scores = scores.gather(1, top).float()  # [B, k]
     finite = torch.isfinite(top_scores).tolist()

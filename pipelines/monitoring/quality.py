@@ -250,11 +250,15 @@ class Served:
                 scores = masked_scores(model, histories, exclude_seen=False).float().numpy()
             full = np.full((len(part), len(timeline.item_ids)), -np.inf, dtype=np.float32)
             full[:, scorable] = scores[:, column[scorable]]
+            # what the server does: the seen and the not yet arrived are out of the
+            # ranking before the blend (so out of its softmax), and stay out after it
+            hidden = seen.copy()
+            if self.live:  # an item is servable once it has arrived (its first event)
+                hidden |= part.events[:, None] <= timeline.first_seen[None, :]
+            full[hidden] = -np.inf
             if blend is not None:
                 full = blend_scores(full, recent[rows], part.gaps, blend)
-            full[seen] = -np.inf
-            if self.live:  # an item is servable once it has arrived (its first event)
-                full[part.events[:, None] <= timeline.first_seen[None, :]] = -np.inf
+                full[hidden] = -np.inf
             out[rows] = _ids(timeline, top_of(full, k), full)
         return out
 

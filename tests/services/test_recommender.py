@@ -480,3 +480,40 @@ def test_the_guard_answers_503_with_retry_after_while_loading() -> None:
     asyncio.run(guard(scope, receive, send))
     assert sent[0]["status"] == 503
     assert (b"retry-after", b"5") in sent[0]["headers"]
+
+
+def test_after_a_long_absence_what_everyone_watched_this_week_comes_first(
+    bundle_dir: Path, encoder, tmp_path: Path
+) -> None:
+    """The card's NowBlend: a user away for a month gets this week's popular film on top."""
+    import shutil
+
+    from pipelines.inference.live import SqliteState
+    from pipelines.inference.now import NowBlend
+    from services.recommender import RecommenderService
+
+    blended = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, blended)
+    card = json.loads((blended / "card.json").read_text())
+    card["now_blend"] = NowBlend((0.0, 0.0, 0.0, 1.0)).to_dict()  # away a week: recent only
+    (blended / "card.json").write_text(json.dumps(card))
+    service = RecommenderService.inner(
+        bundle_dir=blended,
+        encoder=encoder,
+        background=False,
+        state=SqliteState(tmp_path / "live.sqlite"),
+    )
+    before = call(service.recommend, user_id=KNOWN, k=12)
+    unlikely = ids(before)[-1]  # the model's least liked of the unseen films
+    month = 1_000_000 + 40 * 86_400  # the tiny users' last events are near t = 1,000,000
+    for n in range(30):  # 30 other users watched it this week
+        call(
+            service.events,
+            user_id=f"u_{0xF000 + n:016x}",
+            item_id=unlikely,
+            timestamp=month - 3_600 * n,
+        )
+    after = call(service.recommend, user_id=KNOWN, k=3, at=month)
+    assert ids(after)[0] == unlikely
+    near = call(service.recommend, user_id=KNOWN, k=3, at=1_000_000 + 86_400)  # a day later
+    assert ids(near)[0] != unlikely  # within the week: the model's own order (weight 0)
