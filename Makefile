@@ -62,13 +62,14 @@ AIRFLOW_PORT ?= 8080
 airflow: $(STAMP) ## Airflow 3 standalone with this project's DAGs on 127.0.0.1 (prints the URL and login)
 	$(BIN)/python dags/standalone.py --home airflow_home --port $(AIRFLOW_PORT)
 
-services: ## install Debian's PostgreSQL and Redis for airflow-celery (as root, once)
+# Debian's PostgreSQL and Redis for airflow-celery and test-celery (as root, once)
+services:
 	@{ command -v redis-server >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
 	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
 	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; } \
 	  || echo "make: postgresql or redis-server missing and not root: airflow-celery will fail" >&2
 
-airflow-celery: $(STAMP) services ## Airflow 3 on Celery: PostgreSQL, Redis, 2 workers, 127.0.0.1 only (prints URL, login)
+airflow-celery: $(STAMP) services ## Airflow 3 on Celery: PostgreSQL, Redis, 2 workers on 127.0.0.1 (prints URL, login)
 	$(BIN)/python dags/celery_stack.py --home airflow_home/celery --port $(AIRFLOW_PORT)
 
 REPLAY_ARGS ?= --weeks 8 --corrupt 4

@@ -235,8 +235,14 @@ def stack(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+        said = []
         while not lines.empty():  # what the launcher said after the login: exits, stops
-            print(lines.get().rstrip())
+            said.append(lines.get().rstrip())
+            print(said[-1])
+        # each part stopped on its signal, before the launcher's SIGKILL at 30 s (a worker
+        # whose task left a child holding the task's socket waits out the 30 s)
+        stops = [line.split() for line in said if line.startswith("stopped ")]
+        slow = {words[1]: float(words[3]) for words in stops if float(words[3]) >= 30}
         served = (ws.serving.exists() and json.loads(ws.serving.read_text())) or None
         if served:  # the stand-in server the retrain run deployed
             with contextlib.suppress(ProcessLookupError):
@@ -250,6 +256,7 @@ def stack(tmp_path_factory):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(pgdata, ignore_errors=True)
         assert not left, f"still running after the launcher stopped: {left}"
+        assert stops and not slow, f"parts that had to be killed: {slow or said}"
 
 
 class Story:
