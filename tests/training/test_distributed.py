@@ -175,7 +175,9 @@ def test_a_killed_two_process_run_resumes_and_ends_like_an_uninterrupted_one(tmp
     train, valid = noisy_successors()
     config = replace(CONFIG, processes=2, patience=100, epochs=6)
     whole = fit_gradient(tiny_sasrec(), train, valid, config, tmp_path / "whole")
-    env = {**os.environ, "PYTHONPATH": str(distributed.ROOT)}
+    # the killed parent cannot remove its launch folder: keep it under tmp_path
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(distributed.ROOT), "TMPDIR": str(tmp_path / "tmp")}
     run = subprocess.Popen(
         [sys.executable, "-c", RESUMABLE, str(tmp_path / "cut")],
         env=env,
