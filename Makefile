@@ -62,6 +62,16 @@ AIRFLOW_PORT ?= 8080
 airflow: $(STAMP) ## Airflow 3 standalone with this project's DAGs on 127.0.0.1 (prints the URL and login)
 	$(BIN)/python dags/standalone.py --home airflow_home --port $(AIRFLOW_PORT)
 
+# Debian's PostgreSQL and Redis for airflow-celery and test-celery (as root, once)
+services:
+	@{ command -v redis-server >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; } \
+	  || echo "make: postgresql or redis-server missing and not root: airflow-celery will fail" >&2
+
+airflow-celery: $(STAMP) services ## Airflow 3 on Celery: PostgreSQL, Redis, 2 workers on 127.0.0.1 (prints URL, login)
+	$(BIN)/python dags/celery_stack.py --home airflow_home/celery --port $(AIRFLOW_PORT)
+
 REPLAY_ARGS ?= --weeks 8 --corrupt 4
 replay: $(STAMP) ## replay MovieLens weeks 0-8 through ingest, monitor, retrain, deploy (no UI); the table
 	@time $(BIN)/python -m pipelines.stages.replay run $(REPLAY_ARGS)
@@ -84,6 +94,9 @@ redis:
 test: $(STAMP) browser redis ## run the default test suite (skips slow tests; GPU tests run where CUDA is)
 	$(BIN)/python -m pytest -m "not slow"
 
+test-celery: $(STAMP) services ## the loop on two Celery workers (PostgreSQL, Redis), one killed mid-task (~5 min)
+	RECOPS_CELERY_REQUIRED=1 $(BIN)/python -m pytest -m celery tests/dags/test_celery.py
+
 test-all: $(STAMP) ## run every test, slow ones included
 	$(BIN)/python -m pytest
 
@@ -97,4 +110,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow replay releases browser redis test test-all mutate lint clean
+.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow services airflow-celery replay releases browser redis test test-celery test-all mutate lint clean

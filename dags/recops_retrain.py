@@ -42,11 +42,20 @@ def recops_retrain():
 
     @task(pool="recops_dvc", retries=1)
     def repro(version: str) -> dict:
-        """`dvc repro`: split ... select, package (the blessing gate + release)."""
+        """`dvc repro`: split ... select, package (the blessing gate + release).
+
+        Between the pulls and pushes of the DVC remote (pipelines/loop/remote.py): a worker
+        that does not share the project's disk pulls the outputs it lacks first, and what
+        was trained is pushed after, for the hosts that serve or train next.
+        """
         from pipelines.core.paths import Layout
+        from pipelines.loop import remote
         from pipelines.loop.steps import repro
 
-        blessing = repro(Layout.from_env())
+        layout = Layout.from_env()
+        remote.pull(layout)
+        blessing = repro(layout)
+        remote.push(layout)
         print(
             f"data {version}: blessed={blessing.get('blessed')} released={blessing.get('released')}"
         )

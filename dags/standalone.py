@@ -13,97 +13,22 @@ password, which Airflow generates once into
 scheduler and dag-processor it prints the URL and the login. Ctrl-C or SIGTERM stops
 every component. DAGs start paused, as Airflow creates them, unless --unpaused.
 
-Not a DAG file: dags/.airflowignore keeps the dag-processor from parsing it.
+The settings, tables, pools and health checks are dags/launch.py's, shared with
+dags/celery_stack.py (`make airflow-celery`). Not a DAG file: dags/.airflowignore keeps the
+dag-processor from parsing it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-DAGS = Path(__file__).resolve().parent
-ROOT = DAGS.parent
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"  # loopback only: the simple auth manager is for one developer's machine
-# dvc repro and appends to data/ (with their `dvc add`): one at a time, since concurrent
-# DVC runs in one workspace lock each other and a training run must not see data/ change
-POOLS = (("recops_dvc", 1, "dvc repro and appends to data/, one at a time"),)
-USER = "admin"
-
-
-def environment(home: Path, port: int, unpaused: bool = False) -> dict[str, str]:
-    """The Airflow settings of this project (AIRFLOW__SECTION__KEY variables)."""
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False" if unpaused else "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "AIRFLOW__API__HOST": HOST,
-        "AIRFLOW__API__PORT": str(port),
-        # tasks reach the execution API at {base_url}/execution/: the same loopback port
-        "AIRFLOW__API__BASE_URL": f"http://{HOST}:{port}",
-        # `airflow`, `dvc`, `python` and `bentoml` are this environment's, as under `make`
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    return {**os.environ, **env}
-
-
-def prepare(env: dict[str, str]) -> str:
-    """Tables, pools and the admin password (generated on first use); returns the password."""
-    # before airflow is imported (it reads its settings once); quiet here, not in the components
-    os.environ.update({**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
-    from airflow.api_fastapi.app import create_auth_manager
-    from airflow.models.pool import Pool
-    from airflow.utils import db
-
-    db.initdb()
-    for name, slots, description in POOLS:
-        Pool.create_or_update_pool(name, slots, description, include_deferred=False)
-    manager = create_auth_manager()
-    manager.init()  # writes the password file once, as `airflow standalone` would
-    passwords = json.loads(Path(manager.get_generated_password_file()).read_text())
-    return passwords[USER]
-
-
-def health(port: int) -> dict | None:
-    url = f"http://{HOST}:{port}/api/v2/monitor/health"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def healthy(report: dict | None) -> bool:
-    return bool(report) and all(
-        (report.get(part) or {}).get("status") == "healthy"
-        for part in ("metadatabase", "scheduler", "dag_processor")
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the whole group (standalone and the components it started), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+# run as a script: dags/ is sys.path[0], so the shared launcher code imports by name
+from launch import BIN, DAGS, HOST, POOLS, ROOT, USER, environment, health, healthy, prepare, stop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,6 +82,7 @@ def deploy(
         argv,
         env={**os.environ, **(env or {})},
         start_new_session=True,
+        stdin=subprocess.DEVNULL,  # not the caller's: under Airflow 3 that is the task's socket
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -54,10 +54,17 @@ def pending_batches(layout: Layout) -> list[str]:
 def ingest_batch(
     layout: Layout, name: str, ingest: IngestParams, replay: ReplayParams
 ) -> dict[str, Any]:
-    """Append (or quarantine) one landed batch, then move it out of the landing folder."""
+    """Append (or quarantine) one landed batch, then move it out of the landing folder.
+
+    A batch an earlier try of the same task already moved (the task died after the move:
+    a killed worker) is read from the processed folder; the ledger answers "already done".
+    """
+    source = layout.landing / name
+    if not source.is_dir() and (layout.processed / name).is_dir():
+        source = layout.processed / name
     result = append_batch(
         ingest,
-        layout.landing / name,
+        source,
         data_dir=layout.data,
         quarantine_dir=layout.quarantine,
         key=PUBLIC_DEMO_KEY if replay.demo_key else None,
@@ -67,9 +74,10 @@ def ingest_batch(
         track_with_dvc(layout.data, layout.root)  # data.dvc names the new snapshot
     layout.processed.mkdir(parents=True, exist_ok=True)
     target = layout.processed / name
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(layout.landing / name, target)
+    if source != target:
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(source, target)
     return result.to_dict()
 
 

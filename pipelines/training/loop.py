@@ -40,6 +40,7 @@ from pipelines.core.device import resolve_device
 from pipelines.core.io import atomic_path
 from pipelines.evaluation.ranking import evaluate_model
 from pipelines.models.base import PAD, Histories, Recommender, TrainData, Validation
+from pipelines.training.distributed import SINGLE, Group, launch
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,13 @@ class TrainerConfig:
     # is the source file's, which carries no preference (MovieLens ships in random order)
     # (flagship, 3 seeds: 0.1170 ± 0.0053 -> 0.1189 ± 0.0007 test NDCG@10)
     shuffle_ties: bool = True
+    # training processes (DDP under torchrun: gloo on CPU, NCCL on CUDA, one GPU each); each
+    # takes every n-th batch, so a step sees n x batch_size sequences (training/distributed.py)
+    processes: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "eval_every", "sort_pool", "k"):
+        counts = ("epochs", "batch_size", "patience", "eval_every", "sort_pool", "k", "processes")
+        for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.random_windows < 0 or self.grad_clip < 0 or self.lr < 0:
@@ -372,13 +377,14 @@ def train_epoch(
     device: torch.device,
     epoch: int,
     average: WeightAverage | None = None,
+    ranks: Group = SINGLE,
 ) -> tuple[float, int]:
     """One pass over the shuffled windows; returns (mean loss, sequences seen)."""
     model.train()
     window = model.context_length + 1  # context_length inputs and each one's next item
     autocast = device.type == "cuda" and config.amp
     total_loss, steps, seen = 0.0, 0, 0
-    epoch_batches = batches(sequences, config, window, generator)
+    epoch_batches = ranks.shard(batches(sequences, config, window, generator))
     progress = tqdm(epoch_batches, desc=f"epoch {epoch}", leave=False, disable=None)
     for step, batch in enumerate(progress):
         factor = lr_factor(epoch - 1 + step / len(epoch_batches), config)
@@ -386,7 +392,7 @@ def train_epoch(
             group["lr"] = config.lr * factor
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = model.loss(batch)
+            loss = ranks.loss(model)(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -396,7 +402,7 @@ def train_epoch(
             average.update(model)
         total_loss, steps, seen = total_loss + loss.item(), steps + 1, seen + len(batch.items)
         progress.set_postfix(loss=f"{total_loss / steps:.4f}")
-    return total_loss / steps, seen
+    return total_loss / steps, seen * ranks.world
 
 
 def fit_gradient(
@@ -406,17 +412,20 @@ def fit_gradient(
     config: TrainerConfig,
     checkpoint_dir: Path | None = None,
     report: Callable[[int, float], None] | None = None,
+    ranks: Group = SINGLE,
 ) -> TrainResult:
     """Train ``model`` by its ``loss``; it comes back on the CPU, in eval mode, best weights."""
     if not model.trainable:
         raise ValueError(f"{model.name} is fitted in closed form; call model.fit instead")
     if model.context_length is None:
         raise ValueError(f"{model.name} trains on windows but has no context_length")
+    if config.processes > 1 and ranks.world == 1:
+        return launch(model, train, valid, config, checkpoint_dir, report)  # torchrun ranks
     device = resolve_device(config.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu" or deterministic)
     try:
-        return _fit(model, train, valid, config, device, checkpoint_dir, report)
+        return _fit(model, train, valid, config, device, checkpoint_dir, report, ranks)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
@@ -429,6 +438,7 @@ def _fit(
     device: torch.device,
     checkpoint_dir: Path | None,
     report: Callable[[int, float], None] | None,
+    ranks: Group = SINGLE,
 ) -> TrainResult:
     started = time.perf_counter()
     metric = f"ndcg@{config.k}"
@@ -462,8 +472,9 @@ def _fit(
     while not run.stopped and run.epoch < config.epochs:
         run.epoch += 1
         epoch_started = time.perf_counter()
+        ranks.seed_epoch(config.seed, run.epoch)
         loss, seen = train_epoch(
-            model, optimizer, sequences, config, generator, device, run.epoch, average
+            model, optimizer, sequences, config, generator, device, run.epoch, average, ranks
         )
         epoch_seconds = time.perf_counter() - epoch_started
         run.train_seconds, run.sequences = run.train_seconds + epoch_seconds, run.sequences + seen
@@ -482,6 +493,7 @@ def _fit(
             ndcg = evaluate_model(model, *valid, k=config.k, batch_size=config.eval_batch_size)[
                 metric
             ]
+            ndcg = ranks.agree(ndcg)  # rank 0's, so every rank decides alike
             if ndcg > run.best_ndcg:
                 run.best_ndcg, run.best_epoch, run.stale = ndcg, run.epoch, 0
                 best_state = cpu_state(model)
@@ -498,7 +510,7 @@ def _fit(
             run.best_epoch,
             "; stopping early" if run.stopped else "",
         )
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and ranks.main:
             elapsed = run.seconds + time.perf_counter() - started
             save_checkpoint(
                 {
