@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 REPRO_ENV = "RECOPS_REPRO_CMD"
 CURVE = "curve.csv"  # in the monitoring folder: one row per monitored batch (a DVC plot)
 CASES = "cases.npz"  # beside a batch's decision: every case's score per ranker, for pooling
+LIVE_STATE_ENV = "RECOPS_LIVE_STATE"  # the served live state (a SQLite file or redis:// URL)
 
 
 # ---- ingest ---------------------------------------------------------------------------------
@@ -72,13 +73,45 @@ def ingest_batch(
     )
     if result.accepted and layout.is_dvc_project:
         track_with_dvc(layout.data, layout.root)  # data.dvc names the new snapshot
+    out = result.to_dict()
+    if result.accepted:
+        out["live"] = sync_live_state(layout, result.batch)
     layout.processed.mkdir(parents=True, exist_ok=True)
     target = layout.processed / name
     if source != target:
         if target.exists():
             shutil.rmtree(target)
         os.replace(source, target)
-    return result.to_dict()
+    return out
+
+
+def sync_live_state(layout: Layout, batch: str, encoder: Any = None) -> dict[str, int] | None:
+    """An appended batch reaches what is served without a retrain (design.md §8): its users'
+    profiles, its events, and its new items (encoded from their text) go into the layout's
+    live state, which every worker of the served Bento reads. The initial snapshot is what
+    the first model is trained on: nothing to push. Returns what was added."""
+    from pipelines.inference.live import open_state, sync_batch
+
+    ledger = [e["batch"] for e in read_ledger(layout.data)]
+    if batch not in ledger or ledger.index(batch) == 0:
+        return None
+    _, current, _ = batch_slices(layout, batch)
+    served = served_bundles(layout).get("champion")
+    served_items = (
+        pd.read_parquet(served / "items.parquet", columns=[schema.ITEM_ID])[schema.ITEM_ID]
+        if served is not None
+        else []
+    )
+    if encoder is None:
+        from pipelines.features.text import TextEncoder
+
+        encoder = TextEncoder(device="cpu")
+    state = open_state(os.environ.get(LIVE_STATE_ENV) or layout.live_state)
+    added = sync_batch(
+        state, current["interactions"], current["items"], current["users"], encoder, served_items
+    )
+    log.info("batch %s: live state +%s", batch, added)
+    return added
 
 
 # ---- monitor --------------------------------------------------------------------------------
@@ -275,7 +308,12 @@ def bundle_path(layout: Layout, model_tag: str) -> Path:
 
 def serve_env(layout: Layout) -> dict[str, str]:
     """What a served Bento of this layout needs: its store, and the local token if made."""
-    env = {"BENTOML_HOME": str(layout.bentoml_home)}
+    env = {
+        "BENTOML_HOME": str(layout.bentoml_home),
+        # the live state the loop pushes appended batches into (else a Bento would look
+        # for it inside its own folder in the store)
+        LIVE_STATE_ENV: os.environ.get(LIVE_STATE_ENV) or str(layout.live_state),
+    }
     if layout.serve_token.is_file():
         env["RECOPS_API_TOKEN_FILE"] = str(layout.serve_token)
     return env
