@@ -39,10 +39,24 @@ class TableSource(_Frozen):
     genre_separator: str = "|"
 
 
+# the usual spellings of "no value" in exported files (ingest.missing_values)
+MISSING_VALUES: tuple[str, ...] = ("", "NULL", "null", "None", "N/A", "NA", "NaN", "nan", "-")
+ZIP_WIDTH = 5  # US zip codes (ingest.zip_width)
+
+
 class IngestParams(_Frozen):
     source: Literal["movielens", "table"] = "movielens"
     movielens: MovieLensSource = MovieLensSource()
     table: TableSource = TableSource()
+    # cells of your files that mean "no value", matched exactly after trimming spaces (case
+    # counts: MovieLens's occupation "none" is an answer, not a blank). An id holding one
+    # rejects its row (it would otherwise become a user or item called "NULL"); anywhere else
+    # the cell is empty (no rating, the title falls back to the id, a profile field unknown)
+    missing_values: tuple[str, ...] = MISSING_VALUES
+    # a zip column read as numbers (a Parquet int column, or a CSV column of digits only, as a
+    # spreadsheet leaves it) has lost its leading zeros: codes shorter than this are zero-padded
+    # (2139 is US zip 02139, region 021, not 213); 0 reads them as written (4 for Australia)
+    zip_width: int = Field(ZIP_WIDTH, ge=0, le=10)
     age_bands: tuple[int, ...] = (18, 25, 35, 45, 50, 56)
     # at most 3: a longer zip prefix can single out a person (HIPAA Safe Harbor keeps 3)
     region_digits: int = Field(3, ge=1, le=3)
