@@ -87,7 +87,9 @@ def ranks_and_top_k(
     """Rank of each target ``[U]`` (0-based, long) and each user's top-k list ``[U, k]``.
 
     Masked items score -inf, so they never rank above a target: the rank counts only
-    unmasked items, and ``candidates`` gives how many there are per user. With
+    unmasked items, and ``candidates`` gives how many there are per user. A target that
+    is itself masked (the user had it before) is put past every list (rank
+    ``n_items + k``): a certain miss, even in a catalogue smaller than k. With
     ``exclude_seen`` False nothing is masked (repeat consumption).
     """
     if k < 1:
@@ -97,7 +99,12 @@ def ranks_and_top_k(
     ranks, top_items = [], []
     for rows, batch in histories.batches(batch_size):
         scores = masked_scores(model, batch, exclude_seen)  # [B, n_items]
-        ranks.append(target_ranks(scores, targets[rows]))
+        rank = target_ranks(scores, targets[rows])  # [B]
+        if exclude_seen:
+            seen = batch.to_matrix(model.n_items).bool().to(rank.device)  # [B, n_items]
+            masked = seen.gather(1, targets[rows, None].to(rank.device)).squeeze(1)  # [B]
+            rank = torch.where(masked, torch.full_like(rank, model.n_items + k), rank)
+        ranks.append(rank)
         top_items.append(top_k(scores, k))
     if not ranks:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, k, dtype=torch.long)
@@ -152,8 +159,11 @@ def evaluate_per_user(
         f"precision@{k}": float(precision_from_ranks(ranks, k).mean()),
         f"recall@{k}": float(hits.mean()),  # one relevant item per user: recall = hit rate
         f"f1@{k}": float(f1_from_ranks(ranks, k).mean()),
+        # a masked target (ranked past every list) counts as AUC 0: every candidate is above it
         "auc": float(
-            auc_from_ranks(ranks, candidates(histories, model.n_items, exclude_seen)).mean()
+            auc_from_ranks(ranks, candidates(histories, model.n_items, exclude_seen))
+            .clamp(min=0.0)
+            .mean()
         ),
     }
     if catalogue is None:
