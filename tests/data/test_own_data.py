@@ -198,3 +198,34 @@ def test_reingesting_a_quarantines_accepted_rows_keeps_every_pseudonym(tmp_path)
     written = pd.read_parquet(tmp_path / "data" / "interactions.parquet")[schema.USER_ID]
     assert set(written) == pseudonyms == {pseudonymise_id(f"C{u}", KEY) for u in (1, 2, 3)}
     assert any("already pseudonyms" in note for note in second.notes)
+
+
+# ---- appending a batch by hand ----------------------------------------------------------------
+
+
+def test_append_adds_a_batch_all_or_nothing_and_only_once(tmp_path, key_env, run_ingest) -> None:
+    (tmp_path / "orders.csv").write_text(shop_events([]))
+    columns = {"user_id": "customer_id", "item_id": "sku", "timestamp": "purchased_at"}
+    params = {"source": "table", "table": {"interactions": "orders.csv", "columns": columns}}
+    assert run_ingest(params)[0] == 0
+    week = tmp_path / "week-2"
+    week.mkdir()
+    (week / "interactions.csv").write_text(
+        "user_id,item_id,timestamp\nC1,SKU-2,2024-02-01T10:00:00Z\nC2,SKU-1,2024-02-01T11:00:00Z\n"
+    )
+    code, out, _ = run_ingest(None, "--append", str(week))
+    assert code == 0 and "week-2: accepted" in out and "added 2 interactions" in out
+    events = pd.read_parquet(tmp_path / "data" / "interactions.parquet")
+    assert len(events) == 5
+    code, out, _ = run_ingest(None, "--append", str(week))
+    assert code == 0 and "duplicate" in out and "already appended" in out
+    before = digests(tmp_path / "data")
+    bad = tmp_path / "week-3"
+    bad.mkdir()
+    (bad / "interactions.csv").write_text(
+        "user_id,item_id,timestamp\nC1,SKU-3,2024-03-01T10:00:00Z\nNULL,SKU-1,2024-03-01T11:00:00Z\n"
+    )
+    code, out, _ = run_ingest(None, "--append", str(bad))
+    assert code == 1 and "quarantined" in out and "1 interaction has no user id" in out
+    assert digests(tmp_path / "data") == before, "data/ byte-identical after a refused batch"
+    assert (tmp_path / "quarantine" / "week-3" / "report.md").is_file()
