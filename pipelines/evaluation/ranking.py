@@ -161,7 +161,9 @@ def evaluate_per_user(
         f"f1@{k}": float(f1_from_ranks(ranks, k).mean()),
         # a masked target (ranked past every list) counts as AUC 0: every candidate is above it
         "auc": float(
-            auc_from_ranks(ranks, candidates(histories, model.n_items, exclude_seen))
+            auc_from_ranks(
+                ranks, candidates(histories, model.n_items, exclude_seen).to(ranks.device)
+            )
             .clamp(min=0.0)
             .mean()
         ),
