@@ -41,7 +41,9 @@ ingest: $(STAMP) ## obtain MovieLens-100K (or the source params.yaml names), val
 	$(BIN)/python -m pipelines.stages.ingest $(INGEST_ARGS)
 	$(BIN)/dvc add --quiet data
 
-profile: $(STAMP) ## apply profiles/<PROFILE>.args to params.yaml (PROFILE=shop also writes the shop log)
+# the first step of `make run PROFILE=<name>`: profiles/<name>.args into params.yaml (comments
+# kept; `git checkout params.yaml` undoes it); PROFILE=shop first writes the shop log
+profile: $(STAMP)
 	@test -n "$(PROFILE)" || { echo "make profile: say which, e.g. make profile PROFILE=shop" >&2; exit 2; }
 	$(if $(filter shop,$(PROFILE)),$(BIN)/python bench/shop_log.py --out .cache/shop --hostile)
 	$(BIN)/python -m pipelines.stages.profile profiles/$(PROFILE).args
