@@ -101,7 +101,7 @@ def sequences_of(rows: list[list[int]]) -> pd.DataFrame:
         [(u, i, 1000 * u + t, "train") for u, row in enumerate(rows) for t, i in enumerate(row)],
         columns=["user_idx", "item_idx", "timestamp", "split"],
     )
-    return build_sequences(events, 365)
+    return build_sequences(events)
 
 
 def test_a_k_shot_target_the_user_had_is_kept_as_evaluate_keeps_it() -> None:

@@ -70,7 +70,7 @@ def write_features(root: Path, events: pd.DataFrame) -> tuple[Path, Path, Path]:
     item_frame = item_frame.assign(title="Product", year=pd.NA, genres=[[]] * len(item_frame))
     write_parquet(catalogue(labelled, item_frame), items)
     features = root / "features"
-    write_parquet(build_sequences(labelled, 365), features / PROJECT.sequences.name)
+    write_parquet(build_sequences(labelled), features / PROJECT.sequences.name)
     vocabulary = profile_vocabulary(table)
     write_parquet(encode_profiles(table, vocabulary), features / PROJECT.profiles.name)
     write_json(vocabulary, features / PROJECT.profile_vocab.name)
