@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.append is not None:
             appended = append_batch(
                 params.ingest,
-                args.append,
+                args.append.resolve(),  # the batch's files are named relative to it
                 data_dir=args.data_dir,
                 quarantine_dir=args.quarantine_dir,
             )

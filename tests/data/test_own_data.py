@@ -203,7 +203,10 @@ def test_reingesting_a_quarantines_accepted_rows_keeps_every_pseudonym(tmp_path)
 # ---- appending a batch by hand ----------------------------------------------------------------
 
 
-def test_append_adds_a_batch_all_or_nothing_and_only_once(tmp_path, key_env, run_ingest) -> None:
+def test_append_adds_a_batch_all_or_nothing_and_only_once(
+    tmp_path, key_env, run_ingest, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the batch folder named relative to where you are
     (tmp_path / "orders.csv").write_text(shop_events([]))
     columns = {"user_id": "customer_id", "item_id": "sku", "timestamp": "purchased_at"}
     params = {"source": "table", "table": {"interactions": "orders.csv", "columns": columns}}
@@ -213,7 +216,7 @@ def test_append_adds_a_batch_all_or_nothing_and_only_once(tmp_path, key_env, run
     (week / "interactions.csv").write_text(
         "user_id,item_id,timestamp\nC1,SKU-2,2024-02-01T10:00:00Z\nC2,SKU-1,2024-02-01T11:00:00Z\n"
     )
-    code, out, _ = run_ingest(None, "--append", str(week))
+    code, out, _ = run_ingest(None, "--append", "week-2")
     assert code == 0 and "week-2: accepted" in out and "added 2 interactions" in out
     events = pd.read_parquet(tmp_path / "data" / "interactions.parquet")
     assert len(events) == 5

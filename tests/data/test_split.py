@@ -201,7 +201,14 @@ def test_a_k_core_below_the_minimum_sizes_is_refused_saying_what_was_left() -> N
 
 def test_split_stats_report_the_share_of_test_targets_the_user_had_before() -> None:
     # user a buys x, y, x (the test target x is a repeat); user b buys x, y, z
-    rows = [("a", "x", 1), ("a", "y", 2), ("a", "x", 3), ("b", "x", 1), ("b", "y", 2), ("b", "z", 3)]
+    rows = [
+        ("a", "x", 1),
+        ("a", "y", 2),
+        ("a", "x", 3),
+        ("b", "x", 1),
+        ("b", "y", 2),
+        ("b", "z", 3),
+    ]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
     stats = split_stats(split_interactions(frame, 1), len(frame))
     assert (stats["test_repeats"], stats["test_repeat_share"]) == (1, 0.5)
