@@ -248,6 +248,9 @@ def test_the_model_card_carries_the_protocol_as_the_serving_default(
         {"winner": "popularity", "valid": {}, "test": {}, "ranking": []},
         artifacts / "selection" / "selection.json",
     )
+    no_champion = {"comparison": None, "why": "no champion yet: the floors alone decide"}
+    write_json(no_champion, artifacts / "gate" / "gate.json")
+    write_json({"weights": [0.1, 0.5, 0.9, 0.9]}, artifacts / "gate" / "blend.json")
     cards = []
 
     class Release:
@@ -270,6 +273,8 @@ def test_the_model_card_carries_the_protocol_as_the_serving_default(
         split=artifacts / "split",
         embeddings=artifacts / "embeddings" / "items.npy",
         data_dvc=tmp_path / "data.dvc",
+        gate=artifacts / "gate" / "gate.json",
+        blend=artifacts / "gate" / "blend.json",
         out=tmp_path / "release",
         bentoml_home=tmp_path / "home",
     )
