@@ -32,9 +32,21 @@ install: $(STAMP) ## create .venv with the locked dependencies (only if missing 
 lock: ## re-resolve dependencies and rewrite constraints.txt
 	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^torch==([0-9.]+)\+.*/torch==\1/' > constraints.txt
 
-ingest: $(STAMP) ## obtain MovieLens-100K, validate it and record the snapshot in data.dvc
-	$(BIN)/python -m pipelines.stages.ingest
+# PROFILE=shop: `make run` on the synthetic shop log of docs/own-data.md instead of MovieLens
+PROFILE ?=
+# e.g. INGEST_ARGS=--new-key when data/ was written with another key (MovieLens's demo key)
+INGEST_ARGS ?=
+
+ingest: $(STAMP) ## obtain MovieLens-100K (or the source params.yaml names), validate it, record it in data.dvc
+	$(BIN)/python -m pipelines.stages.ingest $(INGEST_ARGS)
 	$(BIN)/dvc add --quiet data
+
+# the first step of `make run PROFILE=<name>`: profiles/<name>.args into params.yaml (comments
+# kept; `git checkout params.yaml` undoes it); PROFILE=shop first writes the shop log
+profile: $(STAMP)
+	@test -n "$(PROFILE)" || { echo "make profile: say which, e.g. make profile PROFILE=shop" >&2; exit 2; }
+	$(if $(filter shop,$(PROFILE)),$(BIN)/python bench/shop_log.py --out .cache/shop --hostile)
+	$(BIN)/python -m pipelines.stages.profile profiles/$(PROFILE).args
 
 repro: $(STAMP) ## run the DVC pipeline (only stale stages)
 	$(BIN)/dvc repro
@@ -44,8 +56,8 @@ leaderboard: ## print the leaderboards (validation, test, fairness, cold start) 
 	@echo; echo "### selection (chosen on validation NDCG@10; test reported, never used)"; echo
 	@cat artifacts/selection/leaderboard.md
 
-run: $(STAMP) ## set up, ingest, run the whole pipeline and print the leaderboard
-	@time ( $(MAKE) --no-print-directory ingest repro leaderboard )
+run: $(STAMP) ## set up, ingest, run the whole pipeline and print the leaderboard (PROFILE=shop: the shop log)
+	@time ( $(MAKE) --no-print-directory $(if $(PROFILE),profile) ingest repro leaderboard )
 
 run-gpu: $(STAMP) ## like run, with the larger search budget of profiles/gpu.args (a DVC experiment)
 	$(MAKE) --no-print-directory ingest
@@ -110,4 +122,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock ingest repro leaderboard run run-gpu serve bench-serve airflow services airflow-celery replay releases browser redis test test-celery test-all mutate lint clean
+.PHONY: help install lock profile ingest repro leaderboard run run-gpu serve bench-serve airflow services airflow-celery replay releases browser redis test test-celery test-all mutate lint clean

@@ -354,7 +354,13 @@ def append_batch(
 
         key = checked_key(key, key_path or PROJECT.pseudonym_key, data_dir, False)
         source = table_source(batch_dir)
-        raw = read_table_source(source, batch_dir, feedback=cfg.feedback)
+        raw = read_table_source(
+            source,
+            batch_dir,
+            feedback=cfg.feedback,
+            missing_values=cfg.missing_values,
+            zip_width=cfg.zip_width,
+        )
         held = read_snapshot(data_dir)
         # a file left out means "no new rows", not "derive defaults from the events"
         raw_users = raw.users if source.users is not None else raw.users.iloc[:0]

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
+from pipelines.core import schema
 from pipelines.core.config import IngestParams
 from pipelines.core.paths import PROJECT
 from pipelines.data.privacy import (
     KEY_ENV,
     PUBLIC_DEMO_KEY,
     apply_privacy,
+    is_pseudonym,
     key_fingerprint,
     read_fingerprint,
     withhold_contact_data,
@@ -114,7 +118,14 @@ def ingest(
         raw.origin,
         time.perf_counter() - t0,
     )
-    for note in raw.notes:
+    notes = list(raw.notes)
+    already = sum(is_pseudonym(v) for v in pd.unique(raw.interactions[schema.USER_ID].dropna()))
+    if already:
+        notes.append(
+            f"interactions.user_id: {already} ids are already pseudonyms (u_ and 16 hex "
+            "digits, e.g. a quarantine's accepted rows): kept as they are, never hashed again"
+        )
+    for note in notes:
         log.info("batch %s: %s", batch, note)
     key = checked_key(key, key_path or PROJECT.pseudonym_key, data_dir, new_key)
 
@@ -163,7 +174,7 @@ def ingest(
             batch,
             raw.origin,
             quarantine_dir,
-            notes=raw.notes,
+            notes=tuple(notes),
             retry=batch_name is None,
         )
         batch = quarantine.name
@@ -186,7 +197,7 @@ def ingest(
         tuple(written),
         quarantine,
         seconds,
-        raw.notes,
+        tuple(notes),
     )
 
 

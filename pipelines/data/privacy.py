@@ -35,6 +35,7 @@ PSEUDONYM_PATTERN = rf"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_HEX_CHARS}}}$"
 # every item id, and every user id a client sends (raw or pseudonym): 1-64 URL- and
 # log-safe characters. One pattern for the data contract and the service alike.
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_PSEUDONYM = re.compile(PSEUDONYM_PATTERN)
 UNKNOWN = schema.UNKNOWN
 
 RAW_AGE = "age"
@@ -70,14 +71,25 @@ def pseudonymise_id(user_id: str, key: bytes) -> str:
     return PSEUDONYM_PREFIX + digest[:PSEUDONYM_HEX_CHARS]
 
 
+def is_pseudonym(value: object) -> bool:
+    """True for an id that already is a pseudonym (what ``pseudonymise_id`` writes)."""
+    return isinstance(value, str) and _PSEUDONYM.fullmatch(value) is not None
+
+
 def pseudonymise(user_ids: pd.Series | Sequence[str], key: bytes) -> pd.Series:
     """Pseudonyms for many ids; missing ids stay missing so validation can reject them.
 
-    Hashes each distinct id once, because logs repeat the same user thousands of times.
+    An id that already is a pseudonym (a quarantine's accepted rows, ingested again) is
+    kept as it is: hashing it again would give that person a second, unrelated pseudonym
+    and orphan their history. Hashes each distinct id once, because logs repeat the same
+    user thousands of times.
     """
     ids = user_ids if isinstance(user_ids, pd.Series) else pd.Series(list(user_ids), dtype=object)
     present = ids.notna()
-    mapping = {uid: pseudonymise_id(uid, key) for uid in pd.unique(ids[present])}
+    mapping = {
+        uid: uid if is_pseudonym(uid) else pseudonymise_id(uid, key)
+        for uid in pd.unique(ids[present])
+    }
     pseudonyms = [mapping[v] if ok else None for v, ok in zip(ids, present, strict=True)]
     return pd.Series(pseudonyms, index=ids.index, dtype=object, name=ids.name)
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.core import schema
-from pipelines.core.config import IngestParams, TableSource
+from pipelines.core.config import MISSING_VALUES, ZIP_WIDTH, IngestParams, TableSource
 from pipelines.core.paths import PROJECT
 from pipelines.data.contract import FEEDBACK_MODES, INTERACTIONS, ITEMS, MAX_AGE, USERS
 from pipelines.data.privacy import RAW_AGE, RAW_ZIP, UNKNOWN
@@ -114,7 +114,13 @@ def read_source(
     """The adapter named by `ingest.source`; relative table paths resolve against base_dir."""
     if params.source == "movielens":
         return read_movielens(params.movielens.recbole_version, downloads)
-    return read_table_source(params.table, base_dir, feedback=feedback_mode(params))
+    return read_table_source(
+        params.table,
+        base_dir,
+        feedback=feedback_mode(params),
+        missing_values=params.missing_values,
+        zip_width=params.zip_width,
+    )
 
 
 def feedback_mode(params: IngestParams) -> str:
@@ -368,8 +374,49 @@ def canonical_items(
     )
 
 
-def canonical_users(df: pd.DataFrame, problems: Problems | None = None) -> pd.DataFrame:
-    """Raw users with canonical dtypes; unknown profile fields say "unknown", never a guess."""
+def _read_as_numbers(values: pd.Series) -> bool:
+    """A column that holds numbers: a numeric dtype (Parquet ints, or floats when the
+    column has nulls), or text cells that are all digits (a CSV a spreadsheet rewrote)."""
+    if pd.api.types.is_bool_dtype(values):
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    present = [v for v in values if _cell_text(v) is not None]
+    return bool(present) and all(
+        isinstance(v, int | np.integer) or (isinstance(v, str) and v.strip().isdigit())
+        for v in present
+    )
+
+
+def _as_zip(values: pd.Series, width: int) -> tuple[pd.Series, int]:
+    """Zip codes as text, and how many were zero-padded.
+
+    A column read as numbers lost its leading zeros (the integer 2139 is US zip 02139):
+    codes shorter than ``width`` digits get them back. A column with any letters
+    (Canadian codes, MovieLens's own mix) is kept exactly as written.
+    """
+    text = _as_text(values)
+    if width < 1 or not _read_as_numbers(values):
+        return text, 0
+    short = np.array(
+        [isinstance(t, str) and t.isdigit() and len(t) < width for t in text], dtype=bool
+    )
+    padded = [t.zfill(width) if pad else t for t, pad in zip(text, short, strict=True)]
+    return pd.Series(padded, index=text.index, dtype=object), int(short.sum())
+
+
+def canonical_users(
+    df: pd.DataFrame,
+    problems: Problems | None = None,
+    *,
+    zip_width: int = 0,
+    notes: list[str] | None = None,
+) -> pd.DataFrame:
+    """Raw users with canonical dtypes; unknown profile fields say "unknown", never a guess.
+
+    ``zip_width`` > 0 zero-pads zip codes read as numbers (``_as_zip``); how many were
+    padded goes to ``notes``.
+    """
     problems = {} if problems is None else problems
     df = df.reset_index(drop=True)
     _require(df, "users", (schema.USER_ID,))
@@ -381,6 +428,12 @@ def canonical_users(df: pd.DataFrame, problems: Problems | None = None) -> pd.Da
         col = _column(df, name)
         return unknown if col is None else _as_label(col)
 
+    zips, padded = (None, 0) if zip_code is None else _as_zip(zip_code, zip_width)
+    if padded and notes is not None:
+        notes.append(
+            f"users.zip: {padded} codes read as numbers had fewer than {zip_width} digits and "
+            "were zero-padded (ingest.zip_width)"
+        )
     return pd.DataFrame(
         {
             schema.USER_ID: _as_id(df[schema.USER_ID]),
@@ -392,11 +445,7 @@ def canonical_users(df: pd.DataFrame, problems: Problems | None = None) -> pd.Da
             schema.GENDER: label(schema.GENDER),
             schema.OCCUPATION: label(schema.OCCUPATION),
             # no zip is None here; privacy turns it into the one "unknown" region
-            RAW_ZIP: (
-                pd.Series(None, index=df.index, dtype=object)
-                if zip_code is None
-                else _as_text(zip_code)
-            ),
+            RAW_ZIP: pd.Series(None, index=df.index, dtype=object) if zips is None else zips,
         }
     )
 
@@ -539,6 +588,8 @@ def _select(
     return raw[list(present)].rename(columns=present), absent
 
 
+ID_COLUMNS = frozenset({schema.USER_ID, schema.ITEM_ID})
+
 ABSENT_MEANS = {
     schema.RATING: "no ratings: implicit feedback",
     schema.TITLE: "each title is the item id",
@@ -551,14 +602,48 @@ ABSENT_MEANS = {
 }
 
 
+def blank_missing_values(
+    frame: pd.DataFrame, tokens: tuple[str, ...] | list[str]
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``frame`` with every text cell that is a missing-value token (``ingest.missing_values``,
+    compared after trimming spaces) made None, and how many per column were.
+
+    Only text cells are compared: a Parquet number or list is never a token.
+    """
+    wanted = {t.strip() for t in tokens}
+    if not wanted:
+        return frame, {}
+    out = frame.copy()
+    blanked: dict[str, int] = {}
+    for column in out.columns:
+        values = out[column]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        hits = np.array(
+            [isinstance(v, str) and v.strip() in wanted and v.strip() != "" for v in values],
+            dtype=bool,
+        )
+        if hits.any():
+            out[column] = values.astype(object).where(~hits, None)
+            blanked[str(column)] = int(hits.sum())
+    return out, blanked
+
+
 def read_table_source(
-    source: TableSource, base_dir: Path = PROJECT.root, *, feedback: str = "auto"
+    source: TableSource,
+    base_dir: Path = PROJECT.root,
+    *,
+    feedback: str = "auto",
+    missing_values: tuple[str, ...] | list[str] = MISSING_VALUES,
+    zip_width: int = ZIP_WIDTH,
 ) -> RawTables:
     """Your own logs: files named in `ingest.table`, columns renamed by `ingest.table.columns`.
 
     Every column mapped to another name must exist in its file; optional columns
     that are neither mapped nor present are filled with their defaults and listed
-    in `RawTables.notes`.
+    in `RawTables.notes`. A cell holding one of ``missing_values`` is empty: an id
+    that is empty rejects its row in validation. ``zip_width`` > 0 zero-pads zip
+    codes read as numbers.
     """
     unknown = sorted(set(source.columns) - MAPPABLE_COLUMNS)
     if unknown:
@@ -595,6 +680,13 @@ def read_table_source(
     ) -> tuple[pd.DataFrame, list[str]]:
         full = _resolve(path, base_dir)
         frame, absent = _select(read_frame(full), full, table, mapping, wanted, required)
+        frame, blanked = blank_missing_values(frame, missing_values)
+        for column, count in blanked.items():
+            what = "rows are rejected" if column in ID_COLUMNS else "read as empty"
+            notes.append(
+                f"{table}.{column}: {count} cells hold a missing-value token "
+                f"(ingest.missing_values): {what}"
+            )
         frame = canon(frame)
         notes.extend(f"{table}.{c} not in the source ({ABSENT_MEANS[c]})" for c in absent)
         log.info("read %d %s rows from %s", len(frame), table, full)
@@ -633,7 +725,7 @@ def read_table_source(
             USERS,
             RAW_USER_COLUMNS,
             (schema.USER_ID,),
-            lambda df: canonical_users(df, problems),
+            lambda df: canonical_users(df, problems, zip_width=zip_width, notes=notes),
         )
     else:
         users = users_from_interactions(interactions)

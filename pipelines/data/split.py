@@ -7,6 +7,11 @@
    ties by item id instead — kept only to demonstrate the leak it plants: it
    makes every tied test target the later-catalogued, rarer item;
 3. last event = test, second-to-last = valid, the rest = train.
+
+What the k-core filter leaves must clear ``split.min_users``, ``min_items`` and
+``min_events``, or the split refuses (``TooLittleData``, naming how many were left and
+the settings). The stats say how many test targets repeat an item of the user's own
+history: under ``evaluate.mask_history: true`` each of them is a certain miss.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.core.config import TieBreak
+from pipelines.core.config import TieBreak, TooLittleData
 from pipelines.core.schema import (
     GENRES,
     ITEM_ID,
@@ -70,11 +75,42 @@ def index_ids(ids: pd.Series, sort_key: pd.Series | None = None) -> pd.DataFrame
     return pd.DataFrame({"id": unique.to_numpy()[order], "idx": np.arange(len(unique))})
 
 
+def check_size(
+    core: pd.DataFrame, min_count: int, min_users: int, min_items: int, min_events: int
+) -> None:
+    """Refuse a k-core too small to train and judge a model on, saying what was left."""
+    users, items, events = core[USER_ID].nunique(), core[ITEM_ID].nunique(), len(core)
+    short = [
+        f"{need} {what} (split.{setting})"
+        for have, need, what, setting in (
+            (users, min_users, "users", "min_users"),
+            (items, min_items, "items", "min_items"),
+            (events, min_events, "events", "min_events"),
+        )
+        if have < need
+    ]
+    if short:
+        raise TooLittleData(
+            f"after the {min_count}-core filter (split.min_count) {users} users, {items} "
+            f"items and {events} events are left; at least {', '.join(short)} are needed to "
+            "train and judge a model: bring more events, or lower split.min_count or the "
+            "minimum named"
+        )
+
+
 def split_interactions(
-    interactions: pd.DataFrame, min_count: int, tie_break: TieBreak = "source_order"
+    interactions: pd.DataFrame,
+    min_count: int,
+    tie_break: TieBreak = "source_order",
+    *,
+    min_users: int = 1,
+    min_items: int = 1,
+    min_events: int = 1,
 ) -> pd.DataFrame:
-    """Filtered, ordered, labelled interactions with user_idx and item_idx."""
+    """Filtered, ordered, labelled interactions with user_idx and item_idx; refused
+    (``TooLittleData``) when the k-core is below the minimum sizes."""
     core = k_core(interactions[[USER_ID, ITEM_ID, TIMESTAMP]], min_count)
+    check_size(core, min_count, min_users, min_items, min_events)
     ordered = order_events(core, tie_break)
     ordered[SPLIT] = leave_one_out(ordered)
     users = index_ids(ordered[USER_ID], sort_key=pd.Series(ordered[USER_ID].unique()))
@@ -99,8 +135,19 @@ def user_table(split: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     return merged.reset_index(drop=True)
 
 
-def split_stats(split: pd.DataFrame, raw_count: int) -> dict[str, int]:
+def repeat_targets(split: pd.DataFrame) -> int:
+    """How many test targets are an item their user had earlier (a train or valid event)."""
+    targets = split.loc[split[SPLIT] == TEST, [USER_IDX, ITEM_IDX]]
+    earlier = split.loc[split[SPLIT] != TEST, [USER_IDX, ITEM_IDX]].drop_duplicates()
+    return len(targets.merge(earlier, on=[USER_IDX, ITEM_IDX], how="inner"))
+
+
+def split_stats(split: pd.DataFrame, raw_count: int) -> dict[str, int | float]:
+    """Counts, and the share of test targets the user had before (``test_repeat_share``):
+    with the history masked those are certain misses, so HR@k is at most 1 minus it."""
     counts = split[SPLIT].value_counts()
+    tests = int(counts.get(TEST, 0))
+    repeats = repeat_targets(split) if tests else 0
     return {
         "raw_interactions": raw_count,
         "users": int(split[USER_IDX].nunique()),
@@ -108,5 +155,7 @@ def split_stats(split: pd.DataFrame, raw_count: int) -> dict[str, int]:
         "interactions": len(split),
         "train": int(counts.get(TRAIN, 0)),
         "valid": int(counts.get(VALID, 0)),
-        "test": int(counts.get(TEST, 0)),
+        "test": tests,
+        "test_repeats": repeats,
+        "test_repeat_share": round(repeats / tests, 4) if tests else 0.0,
     }

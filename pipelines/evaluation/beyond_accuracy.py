@@ -10,6 +10,12 @@ popularity of each item ``[n_items]`` (distinct training users per item):
   recommended items (Abdollahpouri et al., FLAIRS 2019);
 - per-segment NDCG: the mean of per-user NDCG within each profile segment
   (gender, age band), and a fairness table with the max/min ratio per attribute.
+  Without demographics (every profile field unknown, as in most shop logs) the
+  segments are behavioural instead: user activity (training events, three bands of
+  equal size) and the test item's popularity (the short head, the 20% most popular
+  items in training, against the long tail); ``behaviour_segments`` labels them.
+  Where some test targets are items the user had before, ``target`` (repeat / new)
+  is a segment too.
 
 The top-k lists come from ``ranking.ranks_and_top_k``, the one scoring pass
 that accuracy metrics use too.
@@ -25,10 +31,22 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from pipelines.core.schema import AGE_BAND, GENDER
+from pipelines.core.schema import AGE_BAND, GENDER, PROFILE_COLUMNS, UNKNOWN
 from pipelines.evaluation.metrics import catalogue_coverage
 
 UNKNOWN_SEGMENT = "unknown"  # label of a user whose attribute is missing
+
+# behavioural segments, for data without demographics
+ACTIVITY = "activity"  # the user's training events, in three bands of equal size
+ITEM_POPULARITY = "item_popularity"  # the test item: short head or long tail
+TARGET = "target"  # the test item is one the user had before (repeat), or new to them
+HEAD_SHARE = 0.2  # the short head: the 20% most popular items (Abdollahpouri et al. 2019)
+NO_DEMOGRAPHICS = (
+    "No demographics: every user's age band, gender, occupation and region is unknown, so "
+    "fairness is segmented by user activity (training events, three bands of equal size) "
+    "and by the popularity of the test item (the 20% most popular items in training are "
+    "the head) instead."
+)
 
 
 # -- list metrics ----------------------------------------------------------------
@@ -177,3 +195,77 @@ def fairness_markdown(table: dict[str, dict[str, object]], k: int = 10) -> str:
         shown = "n/a" if ratio is None or not math.isfinite(ratio) else f"{ratio:.2f}"
         lines.append(f"| {attribute} | max/min ratio | | {shown} |")
     return "\n".join(lines) + "\n"
+
+
+# -- segments without demographics -------------------------------------------------
+def has_demographics(profiles: pd.DataFrame) -> bool:
+    """Whether any user has any known profile field (age band, gender, occupation, region)."""
+    columns = [c for c in PROFILE_COLUMNS if c in profiles.columns]
+    values = profiles[columns].astype("string").fillna(UNKNOWN)
+    return bool((values != UNKNOWN).to_numpy().any())
+
+
+def activity_bands(events: np.ndarray | Sequence[int]) -> list[str]:
+    """Each user's band of training-event counts: three bands of (about) equal size, cut at
+    the terciles, labelled with their ranges (``"1 light: 3-7 events"``); ties never split."""
+    counts = np.asarray(events, dtype=np.int64)
+    if counts.size == 0:
+        return []
+    low, high = (int(v) for v in np.quantile(counts, [1 / 3, 2 / 3], method="lower"))
+    lowest, highest = int(counts.min()), int(counts.max())
+
+    def span(a: int, b: int) -> str:
+        return f"{a} events" if a == b else f"{a}-{b} events"
+
+    names = {
+        0: f"1 light: {span(lowest, low)}",
+        1: f"2 medium: {span(low + 1, high)}",
+        2: f"3 heavy: {span(high + 1, highest)}",
+    }
+    band = np.where(counts <= low, 0, np.where(counts <= high, 1, 2))
+    return [names[int(b)] for b in band]
+
+
+def popularity_bands(
+    items: np.ndarray | Sequence[int], popularity: np.ndarray, head_share: float = HEAD_SHARE
+) -> list[str]:
+    """Each item's band: ``head`` when it is among the ``head_share`` most popular items of
+    training (ties by index, as rankings break them), else ``tail``."""
+    popularity = np.asarray(popularity)
+    order = np.argsort(-popularity, kind="stable")
+    head = np.zeros(len(popularity), dtype=bool)
+    head[order[: max(1, round(head_share * len(popularity)))]] = True
+    share = f"{head_share:.0%}"
+    labels = (f"head (top {share} of items)", f"tail (other {1 - head_share:.0%})")
+    return [labels[0] if head[int(i)] else labels[1] for i in np.asarray(items, dtype=np.int64)]
+
+
+def behaviour_segments(
+    train_events: np.ndarray | Sequence[int],
+    targets: np.ndarray | Sequence[int],
+    popularity: np.ndarray,
+    repeats: np.ndarray | Sequence[bool] | None = None,
+    demographics: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """The segment labels of each user and the attributes to report, in order.
+
+    With ``demographics`` (the profiles, when ``has_demographics``) they are gender and
+    age band; without, activity and the test item's popularity. ``repeats`` (the test
+    target is in the user's history) adds ``target`` when any target is a repeat.
+    """
+    if demographics is not None:
+        frame = demographics.reset_index(drop=True).copy()
+        attributes: tuple[str, ...] = (GENDER, AGE_BAND)
+    else:
+        frame = pd.DataFrame(
+            {
+                ACTIVITY: activity_bands(train_events),
+                ITEM_POPULARITY: popularity_bands(targets, popularity),
+            }
+        )
+        attributes = (ACTIVITY, ITEM_POPULARITY)
+    flags = None if repeats is None else np.asarray(repeats, dtype=bool)
+    if flags is not None and flags.any():
+        frame[TARGET] = np.where(flags, "repeat (had it before)", "new to the user")
+        attributes += (TARGET,)
+    return frame, attributes

@@ -46,6 +46,15 @@ NDCG@10 per k, compared with
   last). It answers "how far is k-shot from knowing the user fully", on a
   later and harder target than event k+1, so it is a reference, not a bound.
 
+**Small data, repeats, no demographics.** A cell measured on fewer than ``min_users``
+users is None (``n/a`` in the table), not a number; a draw that leaves no cold item or
+no new user refuses (``TooLittleData``). ``mask_history`` is ``evaluate.mask_history``:
+with it (the default) a k-shot target the user already had is a certain miss, counted
+as a zero exactly as the evaluate stage counts it; without it the seen items stay
+candidates. When no user has a profile (every field unknown) the k = 0 arm gives a
+model nothing to go on: it is reported as not applicable (None and a note), while the
+popularity and random references, which need no profile, stay.
+
 Models are fitted through a ``fit`` callback (``FitInputs -> Recommender``:
 training data plus a validation split for early stopping, both cut from the
 arm's own training sequences), so any model plugs in; ``run_protocols`` fits
@@ -66,7 +75,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipelines.core.config import ColdStartParams
+from pipelines.core.config import ColdStartParams, TooLittleData
 from pipelines.core.schema import SEQ_ITEMS, SEQ_N_TRAIN, SEQ_TIMESTAMPS, TEST, USER_IDX
 from pipelines.evaluation.metrics import (
     candidate_metrics,
@@ -155,8 +164,11 @@ def new_items_protocol(
     warm_model: Recommender | None = None,
     warm_folds: int = 0,
     seed: int = 0,
+    min_users: int = 1,
 ) -> dict[str, object]:
     """Strict item cold start (see the module docstring); returns plain numbers.
+
+    With fewer than ``min_users`` affected users every arm is None (nothing is fitted).
 
     ``warm_model``, when given, must be ``fit(fit_inputs(sequences, side))``;
     passing it saves a second fit when ``new_users_protocol`` needs it too.
@@ -181,6 +193,12 @@ def new_items_protocol(
         [list(t) for t in users[SEQ_TIMESTAMPS]],
         None if side.profiles is None else side.profiles_of(user_idx).tolist(),
     )
+    if len(users) < max(min_users, 1):
+        log.info("new items: %d users with a cold-item event, below %d", len(users), min_users)
+        nothing = {f"recall@{k}": None, f"ndcg@{k}": None}
+        arms = ["model", "warm_ceiling", "random", "index_order"]
+        arms += ["warm_cross_fitted"] if warm_folds >= 2 else []
+        return {"users": len(users), "cold_items": len(cold), **dict.fromkeys(arms, nothing)}
     column = {int(item): c for c, item in enumerate(cold)}
     relevant = torch.zeros(len(users), len(cold), dtype=torch.bool)  # [U, C]
     for row, seq in enumerate(sequences[SEQ_ITEMS][affected]):
@@ -238,15 +256,16 @@ def few_shot_inputs(
 ) -> tuple[Histories, torch.Tensor, np.ndarray]:
     """The first ``shot`` events of each user as history and event ``shot + 1`` as target.
 
-    Users whose sequence is too short (``len <= shot``), or whose target is one
-    of the ``shot`` items already seen (it would be masked), are left out.
+    Users whose sequence is too short (``len <= shot``) are left out. A target that is
+    one of the ``shot`` items already seen is kept, as the evaluate stage keeps it: a
+    certain miss when the history is masked, a candidate when it is not.
     ``profiles`` is ``[n_users, 4]`` indexed by user_idx. Returns the
     histories, the targets ``[U]`` and the user_idx of the users kept.
     """
     items, stamps, targets, kept = [], [], [], []
     for row in sequences.itertuples(index=False):
         seq = np.asarray(getattr(row, SEQ_ITEMS), dtype=np.int64)
-        if len(seq) <= shot or seq[shot] in seq[:shot]:
+        if len(seq) <= shot:
             continue
         items.append(seq[:shot].tolist())
         stamps.append(np.asarray(getattr(row, SEQ_TIMESTAMPS), dtype=np.int64)[:shot].tolist())
@@ -259,12 +278,31 @@ def few_shot_inputs(
 
 
 def _mean_ndcg(
-    model: Recommender, histories: Histories, targets: torch.Tensor, k: int, batch_size: int
-) -> float:
-    if len(targets) == 0:
-        return 0.0
-    ranks, _ = ranks_and_top_k(model.eval(), histories, targets, k, batch_size)
+    model: Recommender,
+    histories: Histories,
+    targets: torch.Tensor,
+    k: int,
+    batch_size: int,
+    *,
+    min_users: int = 1,
+    exclude_seen: bool = True,
+) -> float | None:
+    """Mean NDCG@k, or None when fewer than ``min_users`` users were measured."""
+    if len(targets) < max(min_users, 1):
+        return None
+    ranks, _ = ranks_and_top_k(model.eval(), histories, targets, k, batch_size, exclude_seen)
     return float(ndcg_from_ranks(ranks, k).mean())
+
+
+def has_profiles(side: SideInfo) -> bool:
+    """Whether any user has a known profile field (a code above 0, which is unknown)."""
+    return side.profiles is not None and bool((np.asarray(side.profiles) > 0).any())
+
+
+NO_PROFILES = (
+    "not applicable: no user has a profile (every field unknown), so with k = 0 events a "
+    "model has nothing to go on; popularity is the k = 0 answer"
+)
 
 
 def new_users_protocol(
@@ -277,11 +315,16 @@ def new_users_protocol(
     k: int = 10,
     batch_size: int = 256,
     full_model: Recommender | None = None,
+    min_users: int = 1,
+    mask_history: bool = True,
+    profiled: bool = True,
 ) -> dict[str, object]:
     """Few-shot user cold start (see the module docstring); returns plain numbers.
 
     ``full_model``, when given, must be ``fit(fit_inputs(sequences, side))``
-    (all users' training events); it is only used for ``full_history``.
+    (all users' training events); it is only used for ``full_history``. A cell of
+    fewer than ``min_users`` users is None; so is the models' k = 0 cell when not
+    ``profiled`` (no user has a profile: ``has_profiles``).
     """
     held_out = np.isin(sequences[USER_IDX].to_numpy(), np.asarray(new_users))
     if not held_out.any():
@@ -292,15 +335,26 @@ def new_users_protocol(
     popularity.fit(inputs.train)
     newcomers = sequences[held_out].reset_index(drop=True)
 
-    per_shot: dict[str, dict[str, float | int]] = {}
+    rules = {"min_users": min_users, "exclude_seen": mask_history}
+    per_shot: dict[str, dict[str, float | int | str | None]] = {}
     for shot in shots:
         histories, targets, _ = few_shot_inputs(newcomers, shot, side.profiles)
-        per_shot[str(shot)] = {
+        cell: dict[str, float | int | str | None] = {
             "users": len(targets),
-            f"ndcg@{k}": _mean_ndcg(model, histories, targets, k, batch_size),
-            f"popularity_ndcg@{k}": _mean_ndcg(popularity, histories, targets, k, batch_size),
-            f"random_ndcg@{k}": random_ndcg_one_target(side.n_items - shot, k),
+            f"ndcg@{k}": _mean_ndcg(model, histories, targets, k, batch_size, **rules),
+            f"popularity_ndcg@{k}": _mean_ndcg(
+                popularity, histories, targets, k, batch_size, **rules
+            ),
+            f"random_ndcg@{k}": (
+                None
+                if len(targets) < min_users
+                else random_ndcg_one_target(side.n_items - (shot if mask_history else 0), k)
+            ),
         }
+        if shot == 0 and not profiled:
+            cell[f"ndcg@{k}"] = None
+            cell["not_applicable"] = NO_PROFILES
+        per_shot[str(shot)] = cell
 
     if full_model is None:
         full_model = fit(fit_inputs(sequences, side))
@@ -311,6 +365,7 @@ def new_users_protocol(
         targets_for(newcomers, TEST),
         k,
         batch_size,
+        **rules,
     )
     return {
         "users": int(held_out.sum()),
@@ -326,11 +381,25 @@ def run_protocols(
     fit: Callable[[str, FitInputs], Recommender],
     settings: ColdStartParams,
     seed: int,
+    mask_history: bool = True,
 ) -> dict[str, object]:
-    """Both protocols for every named model; ``fit(name, inputs)`` fits one model."""
+    """Both protocols for every named model; ``fit(name, inputs)`` fits one model.
+
+    Refuses (``TooLittleData``) a draw with no cold item or no new user: the protocols
+    would have nothing to measure."""
     cold = choose_cold_items(side.n_items, settings.item_share, seed=seed)
     user_idx = sequences[USER_IDX].to_numpy()
     new_users = user_idx[choose_new_users(len(user_idx), settings.user_share, seed=seed)]
+    for drawn, share, total, what in (
+        (cold, "item_share", side.n_items, "items"),
+        (new_users, "user_share", len(user_idx), "users"),
+    ):
+        if len(drawn) == 0:
+            raise TooLittleData(
+                f"coldstart.{share} = {getattr(settings, share)} of {total} {what} draws none "
+                f"to hold out: raise coldstart.{share}, or bring more {what}"
+            )
+    profiled = has_profiles(side)
     results: dict[str, object] = {}
     for name in tqdm(models, desc="coldstart"):
         started = time.perf_counter()
@@ -347,6 +416,7 @@ def run_protocols(
                 warm_model=warm,
                 warm_folds=settings.warm_folds,
                 seed=seed,
+                min_users=settings.min_users,
             ),
             "new_users": new_users_protocol(
                 sequences,
@@ -357,6 +427,9 @@ def run_protocols(
                 k=settings.user_k,
                 batch_size=settings.batch_size,
                 full_model=warm,
+                min_users=settings.min_users,
+                mask_history=mask_history,
+                profiled=profiled,
             ),
         }
         log.info("%s: %s in %.1fs", name, json.dumps(results[name]), time.perf_counter() - started)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.core.config import TooLittleData
+
 Metrics = dict[str, dict[str, dict[str, float]]]  # model -> split -> metric -> value
 
 
@@ -19,6 +21,21 @@ def ranking(metrics: Metrics, metric: str) -> list[str]:
     if missing:
         raise ValueError(f"validation {metric} missing for: {', '.join(sorted(missing))}")
     return sorted(sorted(metrics), key=lambda model: -metrics[model]["valid"][metric])
+
+
+def check_size(metrics: Metrics, min_users: int) -> None:
+    """Refuse to crown a winner on fewer than ``min_users`` evaluated users: the numbers are
+    reported (the evaluate leaderboard), but a difference on so few is noise."""
+    counts = [
+        int(split.get("users", 0)) for splits in metrics.values() for split in splits.values()
+    ]
+    if counts and min(counts) < min_users:
+        raise TooLittleData(
+            f"{min(counts)} users were evaluated, fewer than select.min_users = {min_users}: "
+            "no winner is crowned on so few (one hit more or less moves NDCG@10 by more than "
+            "the gap between models; the numbers are in the evaluate leaderboard). Bring "
+            "more users, or lower select.min_users"
+        )
 
 
 def choose_winner(metrics: Metrics, metric: str) -> str:

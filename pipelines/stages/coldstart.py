@@ -31,8 +31,18 @@ READS = {
 WRITES = {"out": PROJECT.coldstart_dir}
 
 
+NOT_MEASURED = "n/a"  # a cell of too few users (coldstart.min_users), or not applicable
+
+
+def _shown(value: object) -> object:
+    return NOT_MEASURED if value is None else value
+
+
 def coldstart_markdown(metrics: dict[str, Any], settings: ColdStartParams) -> str:
-    """Two tables: new items (model vs warm ceiling, baselines) and new users per k."""
+    """Two tables: new items (model vs warm ceiling, baselines) and new users per k.
+
+    A cell measured on fewer than ``coldstart.min_users`` users, or not applicable, says
+    n/a; a note under the table says why."""
     models: dict[str, dict] = metrics["models"]
     first = next(iter(models.values()), None)
     ik, uk = settings.item_k, settings.user_k
@@ -49,7 +59,7 @@ def coldstart_markdown(metrics: dict[str, Any], settings: ColdStartParams) -> st
         ),
     ]
     rows: list[Sequence[object]] = [
-        [name, *(result["new_items"][arm][m] for arm in arms for m in item_metrics)]
+        [name, *(_shown(result["new_items"][arm][m]) for arm in arms for m in item_metrics)]
         for name, result in models.items()
     ]
     if first is not None:
@@ -58,31 +68,53 @@ def coldstart_markdown(metrics: dict[str, Any], settings: ColdStartParams) -> st
             ("random", "random (expected)"),
             ("index_order", "all tied (item index)"),
         ):
-            rows.append([label, *(first["new_items"][arm][m] for m in item_metrics), *blanks])
+            cells = (_shown(first["new_items"][arm][m]) for m in item_metrics)
+            rows.append([label, *cells, *blanks])
     items_table = (
         f"### New items ({metrics['cold_items']} cold items, strict; ranked among cold items)\n\n"
         + markdown_table(header, rows)
     )
+    affected = None if first is None else first["new_items"]["users"]
+    if affected is not None and affected < settings.min_users:
+        items_table += (
+            f"\nn/a: {affected} users have a cold-item event, fewer than coldstart.min_users "
+            f"= {settings.min_users}\n"
+        )
     shots = [str(s) for s in settings.shots]
     rows = [
         [
             name,
-            *(result["new_users"]["shots"][s][f"ndcg@{uk}"] for s in shots),
-            result["new_users"]["full_history"][f"ndcg@{uk}"],
+            *(_shown(result["new_users"]["shots"][s][f"ndcg@{uk}"]) for s in shots),
+            _shown(result["new_users"]["full_history"][f"ndcg@{uk}"]),
         ]
         for name, result in models.items()
     ]
+    notes: list[str] = []
     if first is not None:
         for baseline, label in (
             ("popularity", "popularity (baseline)"),
             ("random", "random (expected)"),
         ):
-            cells = [first["new_users"]["shots"][s][f"{baseline}_ndcg@{uk}"] for s in shots]
+            cells = [_shown(first["new_users"]["shots"][s][f"{baseline}_ndcg@{uk}"]) for s in shots]
             rows.append([label, *cells, None])
+        cells_by_shot = first["new_users"]["shots"]
+        few = [s for s in shots if cells_by_shot[s]["users"] < settings.min_users]
+        if few:
+            counts = ", ".join(f"k={s}: {cells_by_shot[s]['users']}" for s in few)
+            notes.append(
+                f"n/a: too few users to measure ({counts}; coldstart.min_users = "
+                f"{settings.min_users})"
+            )
+        reason = next(
+            (c["not_applicable"] for c in cells_by_shot.values() if "not_applicable" in c), None
+        )
+        if reason is not None:
+            notes.append(f"k=0 {reason}")
     users_table = (
         f"### New users ({metrics['new_users']} held out): NDCG@{uk} after k events\n\n"
         + markdown_table(["model", *(f"k={s}" for s in shots), "full history"], rows)
     )
+    users_table += "".join(f"\n{note}\n" for note in notes)
     return items_table + "\n" + users_table
 
 
@@ -101,7 +133,13 @@ def run(
 
     def fit(name: str, inputs: FitInputs) -> Recommender:
         spec = resolve(
-            name, params.train, params.seed, inputs.train, best.get(name), k=params.evaluate.k
+            name,
+            params.train,
+            params.seed,
+            inputs.train,
+            best.get(name),
+            k=params.evaluate.k,
+            mask_history=params.evaluate.mask_history,
         )
         # the warm arm is the train stage's own fit: reused when configs and data match
         return fit_or_reuse(spec, inputs.train, inputs.valid, [models / name])[0]
@@ -113,6 +151,7 @@ def run(
         fit,
         params.coldstart,
         params.seed,
+        mask_history=params.evaluate.mask_history,
     )
     table = coldstart_markdown(metrics, params.coldstart)
     write_json(metrics, out / PROJECT.coldstart_metrics.name)

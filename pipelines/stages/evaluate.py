@@ -1,9 +1,13 @@
 """Stage `evaluate`: full-ranking evaluation of every trained model (design.md §4).
 
-All items are scored, the user's history is masked, and the rank of the one
-held-out item gives NDCG@k, HR@k and MRR@k, averaged over all users; coverage,
-novelty and recommended popularity describe the lists, and a fairness table
-gives test NDCG per gender and age band.
+All items are scored, the user's history is masked (``evaluate.mask_history``; false
+keeps the items a user had as candidates, and ``repeats@k`` says how much of each list
+they fill), and the rank of the one held-out item gives NDCG@k, HR@k and MRR@k,
+averaged over all users; coverage, novelty and recommended popularity describe the
+lists, and a fairness table gives test NDCG per gender and age band, or, when no user
+has a profile, per activity band and test-item popularity band (the leaderboard says
+which). Where test targets repeat an item of the history, repeat and new targets are
+segments too.
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from tqdm import tqdm
 from pipelines.core.config import Params
 from pipelines.core.io import write_json, write_text
 from pipelines.core.paths import PROJECT
-from pipelines.core.schema import TEST, VALID
-from pipelines.evaluation.beyond_accuracy import fairness_markdown, fairness_table, item_popularity
+from pipelines.core.schema import SEQ_ITEMS, SEQ_N_TRAIN, TEST, VALID
+from pipelines.evaluation.beyond_accuracy import (
+    NO_DEMOGRAPHICS,
+    behaviour_segments,
+    fairness_markdown,
+    fairness_table,
+    has_demographics,
+    item_popularity,
+)
 from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
 from pipelines.features.profiles import profile_codes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
@@ -48,8 +59,15 @@ def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int
     return "\n".join(sections)
 
 
+REPEATS_NOTE = (
+    "Repeats allowed (evaluate.mask_history: false): items a user had before stay "
+    "candidates; repeats@{k} is the share of each list they fill.\n\n"
+)
+
+
 def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, Any]:
     k, batch_size = params.evaluate.k, params.evaluate.batch_size
+    exclude_seen = params.evaluate.mask_history
     sequences = pd.read_parquet(features / PROJECT.sequences.name)
     profile_frame = pd.read_parquet(features / PROJECT.profiles.name)
     profiles = profile_codes(profile_frame)
@@ -57,6 +75,10 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
         split: (histories_for(sequences, split, profiles), targets_for(sequences, split))
         for split in SPLITS
     }
+    demographics = has_demographics(profile_frame)
+    test_targets = inputs[TEST][1].numpy()
+    repeats = [int(items[-1]) in set(items[:-1].tolist()) for items in sequences[SEQ_ITEMS]]
+    segments, attributes = None, ()
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     fairness: dict[str, dict] = {}
     catalogue: Catalogue | None = None
@@ -66,12 +88,19 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
         if catalogue is None:
             matrix = train_matrix(sequences, model.n_items)
             catalogue = Catalogue(item_popularity(matrix), matrix.shape[0])
+            segments, attributes = behaviour_segments(
+                sequences[SEQ_N_TRAIN].to_numpy(),
+                test_targets,
+                catalogue.popularity,
+                repeats,
+                profile_frame if demographics else None,
+            )
         metrics[model.name] = {}
         for split in SPLITS:
             metrics[model.name][split], per_user = evaluate_per_user(
-                model, *inputs[split], k, batch_size, catalogue
+                model, *inputs[split], k, batch_size, catalogue, exclude_seen
             )
-        fairness[model.name] = fairness_table(per_user.numpy(), profile_frame, k)
+        fairness[model.name] = fairness_table(per_user.numpy(), segments, k, attributes)
         log.info(
             "%s: valid %s in %.1fs",
             model.name,
@@ -79,9 +108,11 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
             time.perf_counter() - started,
         )
 
-    table = leaderboard_markdown(metrics, k)
+    table = ("" if exclude_seen else REPEATS_NOTE.format(k=k)) + leaderboard_markdown(metrics, k)
     sections = [f"#### {name}\n\n{fairness_markdown(fairness[name], k)}" for name in fairness]
-    table += "\n### fairness (test NDCG per segment)\n\n" + "\n".join(sections)
+    table += "\n### fairness (test NDCG per segment)\n\n"
+    table += "" if demographics else NO_DEMOGRAPHICS + "\n\n"
+    table += "\n".join(sections)
     write_json(metrics, out / PROJECT.eval_metrics.name)
     write_json(fairness, out / PROJECT.fairness.name)
     write_text(table, out / PROJECT.leaderboard_md.name)

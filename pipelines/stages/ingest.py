@@ -10,7 +10,7 @@ reads:
                               which key wrote data/; every run checks it
 writes:
   data/ (--data-dir)          interactions, items, users .parquet: an accepted batch
-                              replaces all of them (to append: the ingest DAG)
+                              replaces all of them (to append: --append DIR)
   .secrets/data.key-fingerprint
                               recorded when a batch is accepted
   quarantine/<batch>/ (--quarantine-dir)
@@ -18,8 +18,14 @@ writes:
                               table, report.json and report.md; data/ is left unchanged
                               and an existing quarantine folder is never overwritten
 
+--append DIR adds one batch folder to data/ instead of replacing it (the ingest DAG's
+door: pipelines.data.append): DIR holds interactions.csv (and items.csv, users.csv when
+it brings new rows) with the canonical column names; the same checks run, plus: every
+event's user and item is known, no event is in data/ already. The same batch twice adds
+nothing (data/ledger.json); a rejected one goes to quarantine/<DIR name>/.
+
 exit codes:
-  0  accepted: data/ replaced by this batch
+  0  accepted: data/ replaced by this batch (--append: added to it, or already there)
   1  rows rejected: the batch is in quarantine/<batch>/, data/ unchanged
   2  the batch, params or key cannot be used (one-line reason); data/ and quarantine/ unchanged
   3  unexpected error (one line; --debug shows the traceback); data/ unchanged
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from pipelines.core.config import ParamsError, load_params
 from pipelines.core.paths import PROJECT
+from pipelines.data.append import AppendResult, append_batch
 from pipelines.data.ingest import ingest, summary
 from pipelines.data.privacy import PseudonymKeyError
 from pipelines.data.quarantine import BatchNameError
@@ -71,6 +78,13 @@ def parser() -> argparse.ArgumentParser:
         "quarantine folder (default: UTC time plus a random tag, e.g. 20261124T061500Z-3f9a)",
     )
     out.add_argument(
+        "--append",
+        type=Path,
+        metavar="DIR",
+        help="append the batch folder DIR to data/ instead of replacing data/ with the "
+        "configured source (its name is the batch name)",
+    )
+    out.add_argument(
         "--new-key",
         action="store_true",
         help="allow a new pseudonymisation key although data/ was written with another "
@@ -105,11 +119,38 @@ def _where(err: BaseException) -> str:
     return f" at {Path(last.filename).name}:{last.lineno}"
 
 
+def append_summary(result: AppendResult) -> str:
+    """One append in plain words: what was added, or why nothing was."""
+    head = f"batch {result.batch}: {result.status} (data version {result.data_version})"
+    lines = [head]
+    for table, c in result.counts.items():
+        lines.append(
+            f"  {table}: {c['input']} read, {c['accepted']} accepted, {c['rejected']} rejected"
+        )
+    if result.status == "accepted":
+        lines.append("added " + ", ".join(f"{n} {t}" for t, n in result.added.items()))
+    elif result.status == "quarantined":
+        lines += ["failed expectations:", *(f"  - {m}" for m in result.messages)]
+        lines.append(f"data/ left unchanged; see {result.quarantine}/report.md")
+    else:
+        lines += [f"  {m}" for m in result.messages]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.debug)
     try:
         params = load_params(args.params)
+        if args.append is not None:
+            appended = append_batch(
+                params.ingest,
+                args.append.resolve(),  # the batch's files are named relative to it
+                data_dir=args.data_dir,
+                quarantine_dir=args.quarantine_dir,
+            )
+            print(append_summary(appended))
+            return EXIT_REJECTED if appended.status == "quarantined" else EXIT_ACCEPTED
         result = ingest(
             params.ingest,
             args.batch,

@@ -158,7 +158,8 @@ def run(
             "commit": git_commit(PROJECT.root),
             "blessing": decision.to_dict(),
             "gate": evidence,
-            "serve": serve.model_dump(),
+            # the default of /recommend's exclude_seen: the protocol the model was judged by
+            "serve": {**serve.model_dump(), "exclude_seen": params.evaluate.mask_history},
             # recent popularity by gap bucket, chosen on validation (stage gate)
             "now_blend": NowBlend.from_dict(json.loads(blend.read_text())).to_dict(),
         }

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
 def cell(value: object) -> str:
+    """None is a blank (nothing belongs there); a NaN float, a mean of nothing, is n/a."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
 
 

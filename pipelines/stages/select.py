@@ -1,4 +1,8 @@
-"""Stage `select`: pick the winner by validation metric only; report its test numbers."""
+"""Stage `select`: pick the winner by validation metric only; report its test numbers.
+
+Refuses (exit 2, nothing written) to crown a winner when fewer than `select.min_users`
+users were evaluated.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from pipelines.core.config import Params
 from pipelines.core.io import write_json, write_text
 from pipelines.core.paths import PROJECT
-from pipelines.evaluation.selection import decision, leaderboard
+from pipelines.evaluation.selection import check_size, decision, leaderboard
 from pipelines.stages import cli
 from pipelines.stages.render import markdown_table
 
@@ -42,6 +46,7 @@ def run(params: Params, metrics: Path, tuned: Path, out: Path) -> dict[str, Any]
     metric = params.select.metric
     measured = json.loads(metrics.read_text())
     trials = json.loads(tuned.read_text()) if tuned.exists() else {}
+    check_size(measured, params.select.min_users)
     chosen = decision(measured, metric)
     rows = leaderboard(measured, metric)
     write_json(rows, out / PROJECT.selection_leaderboard_json.name)

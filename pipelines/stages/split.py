@@ -1,4 +1,10 @@
-"""Stage `split`: the benchmark protocol's filtered, ordered, leave-one-out split of data/."""
+"""Stage `split`: the benchmark protocol's filtered, ordered, leave-one-out split of data/.
+
+Refuses (exit 2, nothing written) when the k-core filter leaves fewer users, items or
+events than `split.min_users`, `min_items`, `min_events`; reports how many test targets
+repeat an item of the user's history (`test_repeat_share`): certain misses under
+`evaluate.mask_history: true`.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +38,31 @@ def run(params: Params, data: Path, out: Path) -> dict[str, Any]:
         len(users),
         data,
     )
-    split = split_interactions(interactions, params.split.min_count, params.split.tie_break)
+    settings = params.split
+    split = split_interactions(
+        interactions,
+        settings.min_count,
+        settings.tie_break,
+        min_users=settings.min_users,
+        min_items=settings.min_items,
+        min_events=settings.min_events,
+    )
     stats = split_stats(split, len(interactions))
+    if stats["test_repeats"]:
+        # a message only (no output depends on it): evaluate.mask_history is not a dep here
+        masked = params.evaluate.mask_history
+        log.log(
+            logging.WARNING if masked else logging.INFO,
+            "%.1f%% of test targets (%d of %d) are items the user had before: %s",
+            100 * stats["test_repeat_share"],
+            stats["test_repeats"],
+            stats["test"],
+            f"certain misses while evaluate.mask_history is true (HR@k at most "
+            f"{1 - stats['test_repeat_share']:.2f}); set it to false when people buy the same "
+            "things again"
+            if masked
+            else "candidates, as evaluate.mask_history is false",
+        )
     with replaced_dir(out) as staging:
         write_parquet(split, staging / PROJECT.split_interactions.name)
         write_parquet(catalogue(split, items), staging / PROJECT.split_items.name)

@@ -2,8 +2,9 @@
 
 Each model is fitted with its resolved config (``training.fit``): its
 ``params.yaml`` section, the sizes the data decides, and the best trial of
-the ``tune`` stage for the searched keys; ``training.json`` records every
-value and where it came from. Gradient models checkpoint as they train, so a
+the ``tune`` stage for the searched keys; early stopping ranks as
+``evaluate.mask_history`` says; ``training.json`` records every value and where it
+came from. Gradient models checkpoint as they train, so a
 killed run resumes; checkpoints are dropped only once every model is published.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from pipelines.core.config import Params
 from pipelines.core.io import replaced_dir, write_json, write_text
 from pipelines.core.paths import PROJECT
+from pipelines.core.schema import SEQ_N_TRAIN
 from pipelines.features.dataset import load_dataset, train_data, validation
 from pipelines.stages import cli
 from pipelines.training.fit import (
@@ -69,7 +71,8 @@ def run(
     valid = validation(dataset.sequences, dataset.side)
     best = read_tuned(tuned)
     log.info(
-        "training on %d events of %d users, %d items",
+        "training on %d events (%d distinct user-item pairs) of %d users, %d items",
+        int(dataset.sequences[SEQ_N_TRAIN].sum()),
         train.matrix.nnz,
         train.matrix.shape[0],
         train.n_items,
@@ -80,7 +83,13 @@ def run(
         for name in params.train.models:
             started = time.perf_counter()
             spec = resolve(
-                name, params.train, params.seed, train, best.get(name), k=params.evaluate.k
+                name,
+                params.train,
+                params.seed,
+                train,
+                best.get(name),
+                k=params.evaluate.k,
+                mask_history=params.evaluate.mask_history,
             )
             log_tuned_choices(spec, params.train)
             # the tune stage's best trial is this very fit when the configs and data match;

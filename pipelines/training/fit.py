@@ -89,6 +89,9 @@ def _build(config_class: type, values: dict[str, Any], where: str) -> Any:
         raise ParamsError(f"{where}: {err}") from err
 
 
+MASK_HISTORY = "mask_history"  # a TrainerConfig key set by evaluate.mask_history only
+
+
 def resolve(
     name: str,
     params: TrainParams,
@@ -97,8 +100,11 @@ def resolve(
     tuned: Tuned | None = None,
     *,
     k: int | None = None,
+    mask_history: bool | None = None,
 ) -> FitSpec:
-    """The typed configs model ``name`` is fitted with (see the module docstring)."""
+    """The typed configs model ``name`` is fitted with (see the module docstring);
+    ``k`` and ``mask_history`` (``evaluate.k``, ``evaluate.mask_history``) tell early
+    stopping how to rank, as the evaluate stage does."""
     if name not in MODELS:
         raise ParamsError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     model_class = MODELS[name]
@@ -119,6 +125,11 @@ def resolve(
             ("params.yaml train.trainer", params.trainer),
             (f"params.yaml train.{name}.trainer", own_trainer),
             (tuned.source, dict(tuned.trainer)),
+            # last: the protocol is evaluate's alone (check_params refuses it elsewhere)
+            (
+                "params.yaml evaluate.mask_history",
+                {} if mask_history is None else {MASK_HISTORY: mask_history},
+            ),
         ]
         values = {key: value for _, layer in trainer_layers for key, value in layer.items()}
         trainer = _build(TrainerConfig, values, f"train.{name}.trainer")
@@ -179,6 +190,11 @@ def check_params(params: Params) -> None:
             checks.append((f"tune.spaces.{name}.model", space.model.keys(), known))
             checks.append((f"tune.spaces.{name}.trainer", space.trainer.keys(), trainer_keys))
         for where, keys, allowed in checks:
+            if MASK_HISTORY in keys:
+                raise ParamsError(
+                    f"{where}: {MASK_HISTORY} is set by evaluate.mask_history alone (one "
+                    "protocol for evaluate, tune, early stopping and cold start); set it there"
+                )
             unknown = sorted(set(keys) - allowed)
             if unknown:
                 known = ", ".join(sorted(allowed))

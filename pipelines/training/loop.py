@@ -82,6 +82,9 @@ class TrainerConfig:
     # training processes (DDP under torchrun: gloo on CPU, NCCL on CUDA, one GPU each); each
     # takes every n-th batch, so a step sees n x batch_size sequences (training/distributed.py)
     processes: int = 1
+    # validation masks the history (the protocol's evaluate.mask_history, which
+    # training.fit.resolve sets here: early stopping judges as evaluate does)
+    mask_history: bool = True
 
     def __post_init__(self) -> None:
         counts = ("epochs", "batch_size", "patience", "eval_every", "sort_pool", "k", "processes")
@@ -490,9 +493,13 @@ def _fit(
 
         model.eval()
         with average.swapped_in(model) if average is not None else nullcontext():
-            ndcg = evaluate_model(model, *valid, k=config.k, batch_size=config.eval_batch_size)[
-                metric
-            ]
+            ndcg = evaluate_model(
+                model,
+                *valid,
+                k=config.k,
+                batch_size=config.eval_batch_size,
+                exclude_seen=config.mask_history,
+            )[metric]
             ndcg = ranks.agree(ndcg)  # rank 0's, so every rank decides alike
             if ndcg > run.best_ndcg:
                 run.best_ndcg, run.best_epoch, run.stale = ndcg, run.epoch, 0

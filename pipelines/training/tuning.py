@@ -79,7 +79,14 @@ def _inside(value: Any, dim: SearchDimension) -> bool:
 
 def current_point(name: str, params: Params, train: TrainData) -> dict[str, Any]:
     """The searched keys' values as params.yaml resolves them, where they lie in the space."""
-    spec = resolve(name, params.train, params.seed, train, k=params.evaluate.k)
+    spec = resolve(
+        name,
+        params.train,
+        params.seed,
+        train,
+        k=params.evaluate.k,
+        mask_history=params.evaluate.mask_history,
+    )
     space = params.tune.spaces[name]
     model = config_to_dict(spec.model)
     trainer = {} if spec.trainer is None else spec.record()["trainer"]
@@ -112,15 +119,18 @@ def objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: valid ndcg@{k} {value:.4f}")
 
-        spec = resolve(name, params.train, params.seed, train, tuned, k=params.evaluate.k)
+        mask = params.evaluate.mask_history
+        spec = resolve(
+            name, params.train, params.seed, train, tuned, k=params.evaluate.k, mask_history=mask
+        )
         model, result = fit_model(spec, train, valid, report=report)
         if result is not None:
             value = result.best_valid_ndcg
         else:
             batch_size = params.evaluate.batch_size
-            value = evaluate_model(model, valid.histories, valid.targets, k, batch_size)[
-                f"ndcg@{k}"
-            ]
+            value = evaluate_model(
+                model, valid.histories, valid.targets, k, batch_size, exclude_seen=mask
+            )[f"ndcg@{k}"]
         if keep is not None:
             keep(trial.number, value, model, spec, result)
         return value
@@ -140,6 +150,8 @@ def study_key(name: str, params: Params, data_digest: str) -> str:
         "k": params.evaluate.k,
         "data": data_digest,
     }
+    if not params.evaluate.mask_history:  # only then: studies of the default keep their key
+        payload["mask_history"] = False
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

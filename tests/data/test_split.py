@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipelines.data.ids import id_sort_key
 from pipelines.data.split import (
@@ -80,6 +81,8 @@ def test_split_end_to_end(tiny_interactions, tiny_items, tiny_users) -> None:
         "train": 12,
         "valid": 3,
         "test": 3,
+        "test_repeats": 0,  # no test target is an item its user had before
+        "test_repeat_share": 0.0,
     }
 
 
@@ -169,3 +172,43 @@ def test_split_interactions_passes_the_tie_break_on(tiny_interactions) -> None:
     split = split_interactions(tiny_interactions, min_count=2, tie_break="item_id")
     user1 = split[split["user_id"] == "1"]
     assert user1[user1["split"] == "test"]["item_id"].item() == "10"
+
+
+# ---- size guards and the repeat share (issue 20) ----------------------------------------
+
+
+def six_users() -> pd.DataFrame:
+    """6 users, 2 events each: the 5-core filter leaves nothing."""
+    rows = [(f"u{u}", f"i{(u + t) % 4}", 100 * u + t) for u in range(6) for t in range(2)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_a_k_core_below_the_minimum_sizes_is_refused_saying_what_was_left() -> None:
+    from pipelines.core.config import TooLittleData
+
+    with pytest.raises(TooLittleData) as refused:
+        split_interactions(six_users(), 5, min_users=10, min_items=10, min_events=100)
+    message = str(refused.value)
+    assert "0 users, 0 items and 0 events are left" in message
+    for setting in ("split.min_count", "split.min_users", "split.min_items", "split.min_events"):
+        assert setting in message
+    assert "u0" not in message and "i1" not in message, "quotes no data"
+    # what is enough passes, and only the setting that is short is named
+    with pytest.raises(TooLittleData, match=r"at least 7 users \(split\.min_users\) are"):
+        split_interactions(six_users(), 1, min_users=7, min_items=1, min_events=1)
+    assert len(split_interactions(six_users(), 1, min_users=6, min_items=4, min_events=12)) == 12
+
+
+def test_split_stats_report_the_share_of_test_targets_the_user_had_before() -> None:
+    # user a buys x, y, x (the test target x is a repeat); user b buys x, y, z
+    rows = [
+        ("a", "x", 1),
+        ("a", "y", 2),
+        ("a", "x", 3),
+        ("b", "x", 1),
+        ("b", "y", 2),
+        ("b", "z", 3),
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    stats = split_stats(split_interactions(frame, 1), len(frame))
+    assert (stats["test_repeats"], stats["test_repeat_share"]) == (1, 0.5)

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from pipelines.core.schema import PROFILE_COLUMNS
 from pipelines.evaluation.beyond_accuracy import (
     average_popularity,
     fairness_markdown,
@@ -143,3 +144,45 @@ def test_max_min_ratio_needs_two_segments() -> None:
     assert (
         max_min_ratio({"a": {"users": 1, "ndcg@10": 0.2}, "b": {"users": 1, "ndcg@10": 0.1}}) == 2
     )
+
+
+# -- without demographics (issue 20) --------------------------------------------------------
+def test_demographics_are_detected() -> None:
+    from pipelines.evaluation.beyond_accuracy import has_demographics
+
+    unknown = pd.DataFrame({c: ["unknown"] * 3 for c in PROFILE_COLUMNS})
+    assert not has_demographics(unknown)
+    assert has_demographics(unknown.assign(region=["unknown", "021", "unknown"]))
+
+
+def test_activity_bands_are_terciles_labelled_with_their_ranges() -> None:
+    from pipelines.evaluation.beyond_accuracy import activity_bands
+
+    bands = activity_bands([3, 4, 5, 8, 9, 10, 20, 30, 40])
+    assert bands[:3] == ["1 light: 3-5 events"] * 3
+    assert bands[3:6] == ["2 medium: 6-10 events"] * 3
+    assert bands[6:] == ["3 heavy: 11-40 events"] * 3
+    assert set(activity_bands([5, 5, 5, 5])) == {"1 light: 5 events"}, "ties never split"
+
+
+def test_popularity_bands_put_the_top_fifth_of_items_in_the_head() -> None:
+    from pipelines.evaluation.beyond_accuracy import popularity_bands
+
+    popularity = np.array([1, 50, 2, 3, 4, 5, 6, 7, 8, 40])  # items 1 and 9 are the top 20%
+    labels = popularity_bands([1, 9, 0, 5], popularity)
+    assert labels == ["head (top 20% of items)"] * 2 + ["tail (other 80%)"] * 2
+
+
+def test_without_demographics_fairness_is_by_behaviour_and_repeats_are_a_segment() -> None:
+    from pipelines.evaluation.beyond_accuracy import ACTIVITY, ITEM_POPULARITY, TARGET
+    from pipelines.evaluation.beyond_accuracy import behaviour_segments as segments
+
+    frame, attributes = segments([3, 9, 27], [0, 1, 1], np.array([9, 1]), [True, False, False])
+    assert attributes == (ACTIVITY, ITEM_POPULARITY, TARGET)
+    table = fairness_table([1.0, 0.0, 0.5], frame, 10, attributes)
+    assert table[TARGET]["segments"]["repeat (had it before)"] == {"users": 1, "ndcg@10": 1.0}
+    _, attributes = segments([3, 9], [0, 1], np.array([9, 1]), [False, False])
+    assert attributes == (ACTIVITY, ITEM_POPULARITY), "no repeat target: no target segment"
+    profiles = pd.DataFrame({"gender": ["F", "M"], "age_band": ["18-24", "25-34"]})
+    _, attributes = segments([3, 9], [0, 1], np.array([9, 1]), None, profiles)
+    assert attributes == ("gender", "age_band")

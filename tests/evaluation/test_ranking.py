@@ -51,6 +51,7 @@ def test_metric_names_in_report_order() -> None:
         "coverage@5",
         "novelty@5",
         "arp@5",
+        "repeats@5",  # reported only when the history is not masked
     )
 
 

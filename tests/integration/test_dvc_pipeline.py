@@ -87,6 +87,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             shutil.copy(source, root / name)
     # EASE untuned here, so its λ in params.yaml is the one that counts
     replace_once(root / "params.yaml", "    ease: 8\n", "")
+    # 60 users: below select.min_users, which would refuse to crown a winner on so few
+    replace_once(root / "params.yaml", "  min_users: 100\n", "  min_users: 50\n")
     dvc = [sys.executable, "-m", "dvc"]
     run(["git", "init", "-q"], root)
     run([*dvc, "init", "-q"], root)
