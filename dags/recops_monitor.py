@@ -23,8 +23,10 @@ def recops_monitor():
         from pipelines.loop.steps import monitor_batch, unmonitored_batches
 
         layout, params = workspace()
+        mask = params.evaluate.mask_history  # the protocol's choice on repeats
         decisions = [
-            monitor_batch(layout, batch, params.monitoring) for batch in unmonitored_batches(layout)
+            monitor_batch(layout, batch, params.monitoring, mask)
+            for batch in unmonitored_batches(layout)
         ]
         for d in decisions:
             print(f"{d['batch']}: {d['status']}: {d['reasons'][0]} (report: {d['report']})")

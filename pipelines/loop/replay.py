@@ -147,7 +147,9 @@ def run_week(
         retrain(layout, week, version, params)
     else:
         with timed(week.seconds, "monitor"):
-            decision = monitor_batch(layout, path.name, params.monitoring)
+            decision = monitor_batch(
+                layout, path.name, params.monitoring, params.evaluate.mask_history
+            )
         week.decision, week.reason = decision["status"], decision["reasons"][0]
         week.quality = decision["quality"]
         if decision["drift"] or params.replay.retrain_on == "schedule":

@@ -161,7 +161,11 @@ def served_bundles(layout: Layout) -> dict[str, Path]:
 
 
 def batch_quality(
-    layout: Layout, batch: str, monitoring: MonitoringParams, vectoriser=None
+    layout: Layout,
+    batch: str,
+    monitoring: MonitoringParams,
+    vectoriser=None,
+    exclude_seen: bool = True,
 ) -> dict[str, Any]:
     """The prequential numbers of one appended batch (``monitoring.quality``): the champion as
     served and stale, the previous champion as served (after a switch), popularity and recent
@@ -174,14 +178,18 @@ def batch_quality(
     timeline = quality.Timeline.from_events(events)
     cases = quality.window_cases(timeline, int(times.min()), int(times.max()) + 1)
     users = current["users"]
-    rankers: list[Any] = [quality.Popularity(), quality.RecentPopularity(7)]
+    popularity = quality.Popularity()
+    popularity.exclude_seen = exclude_seen
+    rankers: list[Any] = [popularity, quality.RecentPopularity(7, exclude_seen)]
     for role, path in served_bundles(layout).items():
         bundle = load_bundle(path)
-        live = quality.Served(bundle, live=True, users=users, vectoriser=vectoriser)
+        live = quality.Served(
+            bundle, live=True, users=users, vectoriser=vectoriser, exclude_seen=exclude_seen
+        )
         live.name = "as served" if role == "champion" else "previous champion, as served"
         rankers.append(live)
         if role == "champion":
-            rankers.append(quality.Served(bundle, live=False))
+            rankers.append(quality.Served(bundle, live=False, exclude_seen=exclude_seen))
     scored = quality.score(rankers, timeline, cases, monitoring.k)
     quality.save_cases(layout.monitoring / batch / CASES, scored, cases)
     out = quality.summary(scored, cases, monitoring.k, seed=monitoring.seed)
@@ -206,12 +214,15 @@ def pooled_quality(layout: Layout, monitoring: MonitoringParams) -> dict[str, An
     }
 
 
-def monitor_batch(layout: Layout, batch: str, monitoring: MonitoringParams) -> dict[str, Any]:
+def monitor_batch(
+    layout: Layout, batch: str, monitoring: MonitoringParams, mask_history: bool = True
+) -> dict[str, Any]:
     """Drift of one appended batch against the reference, and the champion's quality on it as
-    served: artifacts/monitoring/<batch>/{decision.json,report.html}, one row of the curve."""
+    served: artifacts/monitoring/<batch>/{decision.json,report.html}, one row of the curve.
+    ``mask_history`` is the protocol's (evaluate.mask_history): repeats ranked or not."""
     reference, current, _ = batch_slices(layout, batch)
     vectoriser = quality.text_vectoriser(current["items"])
-    measured = batch_quality(layout, batch, monitoring, vectoriser)
+    measured = batch_quality(layout, batch, monitoring, vectoriser, mask_history)
     decision = assess(
         batch,
         reference,

@@ -186,10 +186,12 @@ class Popularity:
 
     name = "popularity"
     days: float | None = None
+    exclude_seen = True  # evaluate.mask_history: the protocol's choice on repeats
 
     def top_k(self, timeline: Timeline, cases: Cases, k: int) -> np.ndarray:
         scores = counts_before(timeline, cases, self.days)
-        scores[history_masks(timeline, cases)] = -np.inf
+        if self.exclude_seen:
+            scores[history_masks(timeline, cases)] = -np.inf
         scores[scores <= 0] = -np.inf  # nothing interacted with yet: not recommendable
         return _ids(timeline, top_of(scores, k), scores)
 
@@ -197,8 +199,8 @@ class Popularity:
 class RecentPopularity(Popularity):
     """The most interacted items in the ``days`` before each event."""
 
-    def __init__(self, days: float = 7.0) -> None:
-        self.days = days
+    def __init__(self, days: float = 7.0, exclude_seen: bool = True) -> None:
+        self.days, self.exclude_seen = days, exclude_seen
         self.name = f"popularity, last {days:g} days"
 
 
@@ -222,6 +224,7 @@ class Served:
     live: bool = True
     users: pd.DataFrame | None = None
     vectoriser: Vectoriser | None = None
+    exclude_seen: bool = True  # evaluate.mask_history: the protocol's choice on repeats
     batch_size: int = 256
     name: str = field(init=False)
 
@@ -252,7 +255,7 @@ class Served:
             full[:, scorable] = scores[:, column[scorable]]
             # what the server does: the seen and the not yet arrived are out of the
             # ranking before the blend (so out of its softmax), and stay out after it
-            hidden = seen.copy()
+            hidden = seen.copy() if self.exclude_seen else np.zeros_like(seen)
             if self.live:  # an item is servable once it has arrived (its first event)
                 hidden |= part.events[:, None] <= timeline.first_seen[None, :]
             full[hidden] = -np.inf
