@@ -122,6 +122,7 @@ def test_repro_builds_every_output(built: tuple[Path, str]) -> None:
         "evaluate",
         "coldstart",
         "select",
+        "gate",
         "package",
     }
     metrics = json.loads((repo / "artifacts/eval/metrics.json").read_text())
@@ -187,7 +188,15 @@ def test_changing_ease_lambda_reruns_what_reads_train_params(repo: Path) -> None
     # tune reads train (its trial 0 is the params.yaml values); coldstart fits with them too
     replace_once(repo / "params.yaml", "l2: 250.0", "l2: 100.0")
     output = run([sys.executable, "-m", "dvc", "repro"], repo)
-    assert ran_stages(output) == {"tune", "train", "evaluate", "coldstart", "select", "package"}
+    assert ran_stages(output) == {
+        "tune",
+        "train",
+        "evaluate",
+        "coldstart",
+        "select",
+        "gate",
+        "package",
+    }
     record = json.loads((repo / "artifacts/models/ease/training.json").read_text())
     assert record["config"]["model"]["l2"] == 100.0
 
@@ -196,11 +205,13 @@ def test_changing_the_metrics_code_marks_every_stage_that_uses_it_stale(repo: Pa
     # early stopping and tuning rank by NDCG: a change there must not leave models "up to date"
     metrics = repo / "pipelines" / "evaluation" / "metrics.py"
     metrics.write_text(metrics.read_text() + "\n# a comment changes the file's hash\n")
-    assert stale_stages(repo) == {"tune", "train", "evaluate", "coldstart"}
+    assert stale_stages(repo) == {"tune", "train", "evaluate", "coldstart", "gate"}
 
 
-def test_serving_and_dag_code_marks_nothing_stale(repo: Path) -> None:
-    for folder in ("services", "dags"):
-        (repo / folder).mkdir(exist_ok=True)
-        (repo / folder / "changed.py").write_text("VALUE = 1\n")
+def test_dag_code_marks_nothing_stale_and_serving_code_only_the_bento(repo: Path) -> None:
+    (repo / "dags").mkdir(exist_ok=True)
+    (repo / "dags" / "changed.py").write_text("VALUE = 1\n")
     assert stale_stages(repo) == set()
+    (repo / "services").mkdir(exist_ok=True)
+    (repo / "services" / "changed.py").write_text("VALUE = 1\n")
+    assert stale_stages(repo) == {"package"}  # the Bento carries the service code
