@@ -84,6 +84,14 @@ services:
 airflow-celery: $(STAMP) services ## Airflow 3 on Celery: PostgreSQL, Redis, 2 workers on 127.0.0.1 (prints URL, login)
 	$(BIN)/python dags/celery_stack.py --home airflow_home/celery --port $(AIRFLOW_PORT)
 
+STREAM ?= artifacts/stream/workspace
+stream: $(STAMP) ## a stream workspace the DAGs watch (week 0 landed), and Airflow on it; then make land
+	$(BIN)/python -m pipelines.stages.replay stream --workspace $(STREAM)
+	RECOPS_WORKSPACE=$(abspath $(STREAM)) $(BIN)/python dags/standalone.py --home airflow_home/stream --port $(AIRFLOW_PORT) --unpaused
+
+land: $(STAMP) ## land the next replayed week into $$RECOPS_WORKSPACE (default: the stream workspace)
+	RECOPS_WORKSPACE=$${RECOPS_WORKSPACE:-$(abspath $(STREAM))} $(BIN)/python -m pipelines.stages.replay land $(LAND_ARGS)
+
 REPLAY_ARGS ?= --weeks 8 --corrupt 4
 replay: $(STAMP) ## replay MovieLens weeks 0-8 through ingest, monitor, retrain, deploy (no UI); the table
 	@time $(BIN)/python -m pipelines.stages.replay run $(REPLAY_ARGS)
@@ -122,4 +130,4 @@ lint: $(STAMP) ## ruff lint and format check
 clean: ## remove pipeline outputs (keeps data/ and .venv)
 	rm -rf artifacts quarantine
 
-.PHONY: help install lock profile ingest repro leaderboard run run-gpu serve bench-serve airflow services airflow-celery replay releases browser redis test test-celery test-all mutate lint clean
+.PHONY: help install lock profile ingest repro leaderboard run run-gpu serve bench-serve airflow services airflow-celery stream land replay releases browser redis test test-celery test-all mutate lint clean

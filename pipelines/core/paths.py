@@ -285,5 +285,9 @@ class Layout:
     def replay_workspace(self) -> Path:  # no hidden folder: BentoML refuses one
         return self.replay / "workspace"
 
+    @property
+    def stream_workspace(self) -> Path:  # the workspace `make stream` starts Airflow on
+        return self.artifacts / "stream" / "workspace"
+
 
 PROJECT = Layout(Path(__file__).resolve().parents[2])

@@ -246,7 +246,7 @@ def read_cursor(landing: Path) -> int:
     return int(json.loads(path.read_text())["next_week"]) if path.exists() else 0
 
 
-def _write_cursor(landing: Path, week: int) -> None:
+def write_cursor(landing: Path, week: int) -> None:
     from pipelines.core.io import write_json
 
     write_json({"next_week": week}, Path(landing) / CURSOR)
@@ -282,5 +282,5 @@ def drop_week(
         name += "-corrupt"
     path = write_batch(tables, landing, name)
     if auto:
-        _write_cursor(landing, week + 1)
+        write_cursor(landing, week + 1)
     return path

@@ -4,6 +4,7 @@
                 [--profile profiles/replay.args] [--workspace artifacts/replay/workspace]
     python -m pipelines.stages.replay table
     python -m pipelines.stages.replay land [--week N] [--corrupt] [--shift KIND]
+    python -m pipelines.stages.replay stream [--workspace artifacts/stream/workspace]
 
 run: the loop without Airflow, the steps the DAG tasks call. A fresh replay workspace
 (a copy of the project's pipeline in --workspace, with its own data/, artifacts/,
@@ -23,6 +24,14 @@ land: drop one batch of the stream into the landing folder the ingest DAG watche
 (landing/ of the project, or of $RECOPS_WORKSPACE): the next week by a cursor, or
 --week N (0 = the initial snapshot, into an empty data/), optionally --corrupt or
 --shift genre:<Name> | age:<low>-<high> | new-items.
+
+stream: a fresh stream workspace for the Airflow UI (`make stream` then starts Airflow on
+it): a replay workspace with the replay profile, week 0 (the initial snapshot) ingested,
+trained on and served, as the replay's week 0. Then `make land` (this command's `land`
+with $RECOPS_WORKSPACE set to it) drops week after week into its landing folder, and the
+DAGs take each through ingest → monitor → retrain → gate → switch. The project's own data/
+already holds all of MovieLens: landing into it would only quarantine every week as
+repeats.
 
 exit codes: 0 done, 2 bad arguments or params, 3 unexpected error
 """
@@ -82,6 +91,11 @@ def parser() -> argparse.ArgumentParser:
     table.add_argument("--workspace", type=Path, default=PROJECT.replay_workspace)
     table.add_argument(
         "--out", type=Path, default=PROJECT.replay, help="where run wrote weeks.json"
+    )
+    stream = commands.add_parser("stream", help="a fresh workspace the DAGs watch, week 0 landed")
+    stream.add_argument("--profile", type=Path, default=PROFILE, help="-S key=value overrides")
+    stream.add_argument(
+        "--workspace", type=Path, default=PROJECT.stream_workspace, help="replaced each time"
     )
     land = commands.add_parser("land", help="drop one batch into the landing folder")
     land.add_argument("--week", type=int, help="default: the next one (a cursor in landing/)")
@@ -151,13 +165,28 @@ def land(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def stream_workspace(args: argparse.Namespace) -> int:
+    overrides = parse_overrides(args.profile.read_text().splitlines()) if args.profile else {}
+    params_yaml, params = overridden_params(args.params, overrides)
+    layout = prepare_workspace(PROJECT, args.workspace, params_yaml, dvc=str(BIN / "dvc"))
+    feed = stream_of(params)
+    print(f"stream workspace {layout.root}: week 0 (the initial snapshot), the first training")
+    week = replay.run_week(layout, feed, stream.read_cursor(layout.landing), params)
+    stream.write_cursor(layout.landing, 1)
+    print(f"  {week.batch}: {week.status}, {replay.retrain_cell(week)}; serving {week.champion}")
+    print(f"  Airflow on it:  RECOPS_WORKSPACE={layout.root} make airflow   (make stream does it)")
+    print(f"  the next week:  RECOPS_WORKSPACE={layout.root} make land")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.debug)
     # `dvc repro` runs `python -m ...` and `dvc`: this interpreter's, as `make` arranges
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
-        return {"run": run, "table": table, "land": land}[args.command](args)
+        commands = {"run": run, "table": table, "land": land, "stream": stream_workspace}
+        return commands[args.command](args)
     except (ParamsError, SourceError, ValueError, IndexError, FileExistsError) as err:
         if args.debug:
             raise
