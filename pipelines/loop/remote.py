@@ -25,11 +25,18 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipelines.core.paths import Layout
+
+# this interpreter's dvc (as `make` puts it on PATH), else whichever dvc is on PATH
+_HERE = Path(sys.executable).with_name("dvc")
+DVC = str(_HERE) if _HERE.exists() else "dvc"
+
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ class RemoteError(RuntimeError):
 def _dvc(layout: Layout, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     return subprocess.run(
-        ["dvc", *args], cwd=layout.root, capture_output=True, text=True, check=False, env=env
+        [DVC, *args], cwd=layout.root, capture_output=True, text=True, check=False, env=env
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from pipelines.core.paths import PROJECT, Layout
 from pipelines.loop import remote
-from pipelines.loop.remote import RemoteError
+from pipelines.loop.remote import DVC, RemoteError
 
 STAGE = """stages:
   copy:
@@ -26,7 +26,7 @@ STAGE = """stages:
 
 
 def dvc(root: Path, *args: str) -> str:
-    done = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True, check=False)
+    done = subprocess.run([DVC, *args], cwd=root, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout
 

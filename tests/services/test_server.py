@@ -38,14 +38,19 @@ PACKAGE = textwrap.dedent(
     import sys
     from pathlib import Path
     from pipelines.core.config import Params
+    from pipelines.core.io import write_json
     from pipelines.stages import package
     artifacts, home, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    # the gate stage's outputs before a first release: no comparison, the blend
+    gate, blend = out.parent / "gate" / "gate.json", out.parent / "gate" / "blend.json"
+    write_json({"comparison": None, "why": "no champion yet: the floors alone decide"}, gate)
+    write_json({"weights": [0.1, 0.5, 0.9, 0.9]}, blend)
     package.run(
         Params(), selection=artifacts / "selection/selection.json",
         metrics=artifacts / "eval/metrics.json", coldstart=artifacts / "coldstart/metrics.json",
         models=artifacts / "models", features=artifacts / "features", split=artifacts / "split",
         embeddings=artifacts / "embeddings/items.npy", data_dvc=artifacts.parent / "data.dvc",
-        out=out, bentoml_home=home,
+        gate=gate, blend=blend, out=out, bentoml_home=home,
     )
     """
 )
