@@ -2,9 +2,12 @@
 
     python dags/standalone.py [--home airflow_home] [--port 8080] [--unpaused] [--timeout 300]
 
-`airflow standalone` runs the api-server (web UI and REST API), scheduler, dag-processor
-and triggerer under one parent, with SQLite and the LocalExecutor; every file it keeps
-is under --home (airflow_home/, git-ignored). Before it starts, this script creates the
+Airflow's api-server (web UI and REST API), scheduler, dag-processor and triggerer, each
+started here in its own process group, with SQLite and the LocalExecutor, as `airflow
+standalone` would run them but without its log servers: those bind every interface
+(Airflow hard-codes it), and with the LocalExecutor the api-server reads the task logs
+from disk anyway (`--skip-serve-logs`). Every file is under --home (airflow_home/,
+git-ignored). Before it starts, this script creates the
 metadata tables, the pool the DAGs use (recops_dvc, one slot: `dvc repro` and appends
 to data/ one at a time, since concurrent DVC runs in one workspace lock each other and a
 training run must not see data/ change) and the simple auth manager's `admin`
@@ -21,14 +24,40 @@ dag-processor from parsing it.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 # run as a script: dags/ is sys.path[0], so the shared launcher code imports by name
-from launch import BIN, DAGS, HOST, POOLS, ROOT, USER, environment, health, healthy, prepare, stop
+from launch import (
+    BIN,
+    DAGS,
+    HOST,
+    POOLS,
+    ROOT,
+    USER,
+    environment,
+    health,
+    healthy,
+    prepare,
+    start,
+    stop,
+    tail,
+)
+
+
+def jwt_secret(path: Path) -> str:
+    """The home's JWT secret, made once (mode 0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,47 +72,60 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
-    env = environment(home, args.port, args.unpaused)
+    # one JWT secret for every component: the api-server checks the tokens the scheduler's
+    # task runners are given (standalone would share one in memory; separate processes
+    # each make their own unless told)
+    env = {
+        **environment(home, args.port, args.unpaused),
+        "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret(home / "jwt_secret"),
+    }
     password = prepare(env)
-    log_path = home / "standalone.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [str(BIN / "airflow"), "standalone"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group: stop() ends every component, nothing else
-        )
-    signal.signal(signal.SIGTERM, lambda *_: (stop(process), sys.exit(0)))
+    airflow = str(BIN / "airflow")
+    commands = {
+        "api-server": [airflow, "api-server"],
+        "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
+        "dag-processor": [airflow, "dag-processor"],
+        "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
+    }
+    logs = {name: home / "logs" / f"{name}.log" for name in commands}
+    parts = {name: start(command, env, logs[name]) for name, command in commands.items()}
+
+    def stop_all() -> None:
+        for process in parts.values():
+            stop(process)
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(0)))
     try:
         deadline = time.monotonic() + args.timeout
         while not healthy(health(args.port)):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log_path.read_text(errors="replace").splitlines()[-20:]
-                print("\n".join(tail), file=sys.stderr)
-                print(
-                    f"airflow standalone did not become healthy; log: {log_path}", file=sys.stderr
-                )
-                stop(process)
+            dead = [name for name, process in parts.items() if process.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                for name in dead or parts:
+                    print(f"--- {logs[name]}\n{tail(logs[name])}", file=sys.stderr)
+                what = f"{', '.join(dead)} exited" if dead else "no health in time"
+                print(f"airflow did not become healthy ({what})", file=sys.stderr)
+                stop_all()
                 return 1
             time.sleep(1)
         print(
-            f"Airflow is up (standalone: SQLite, LocalExecutor, {HOST} only)\n"
+            f"Airflow is up (SQLite, LocalExecutor, {HOST} only)\n"
             f"  UI:     http://{HOST}:{args.port}\n"
             f"  login:  {USER} / {password}\n"
             f"          (from {home / 'simple_auth_manager_passwords.json.generated'})\n"
             f"  DAGs:   {DAGS} ({'unpaused' if args.unpaused else 'paused: unpause in the UI'})\n"
             f"  pools:  {', '.join(f'{name} ({slots})' for name, slots, _ in POOLS)}\n"
-            f"  log:    {log_path}\n"
+            f"  logs:   {home / 'logs'}\n"
             "Ctrl-C stops every component.",
             flush=True,
         )
-        process.wait()
+        while all(process.poll() is None for process in parts.values()):
+            time.sleep(1)
+        dead = [name for name, process in parts.items() if process.poll() is not None]
+        print(f"airflow: {', '.join(dead)} exited; stopping the rest", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        stop(process)
+        stop_all()
     return 0
 
 
