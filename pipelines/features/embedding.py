@@ -40,7 +40,12 @@ from pipelines.features.text import TextEncoder, item_text
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump to invalidate every cache file if the key recipe changes
+CACHE_FORMAT = 2  # bump to invalidate every cache file if the key recipe changes (2: stable)
+# MiniLM's float32 output moves in the last bits with the thread count and the batch a text
+# lands in, and every downstream DVC hash moved with it (issue 18 item 7). The catalogue is
+# encoded in float64 (run-to-run differences ~1e-16) and rounded to this many decimals, so a
+# flip at a rounding boundary has odds ~1e-10 per value: the same bytes on every machine.
+STABLE_DECIMALS = 6
 
 
 # ---------------------------------------------------------------- pure parts
@@ -67,6 +72,15 @@ def build_texts(items: pd.DataFrame) -> list[str]:
         item_text(title, year, genre)
         for title, year, genre in zip(items[schema.TITLE], years, genres, strict=True)
     ]
+
+
+def stable_vectors(vectors: np.ndarray, decimals: int = STABLE_DECIMALS) -> np.ndarray:
+    """Vectors rounded to ``decimals`` in float64, then stored as float32: [N, D].
+
+    Rounding happens before the float32 cast, so equal float64 inputs to within far less
+    than 10**-decimals give identical float32 bytes.
+    """
+    return np.round(np.asarray(vectors, dtype=np.float64), decimals).astype(np.float32)
 
 
 def content_key(model: str, max_length: int, text: str) -> str:
@@ -180,7 +194,7 @@ EncoderFactory = Callable[[EmbedParams], TextEncoder]
 
 
 def _default_encoder(params: EmbedParams) -> TextEncoder:
-    return TextEncoder(params.model, device=params.device, max_length=params.max_length)
+    return TextEncoder(params.model, device=params.device, max_length=params.max_length, exact=True)
 
 
 def embed_catalogue(
@@ -238,7 +252,7 @@ def embed_catalogue(
         )  # [misses, D]
         encode_seconds = time.perf_counter() - t0
         log.info("encoded %d texts in %.2fs on %s", len(todo), encode_seconds, device)
-        cache = merge(cache, todo, vectors)
+        cache = merge(cache, todo, stable_vectors(vectors))
         save_cache(cache_path, cache)
         log.info("wrote cache %s (%d entries)", cache_path, len(cache))
     assert cache is not None  # every key hit, or we just encoded the misses

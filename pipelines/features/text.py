@@ -137,13 +137,14 @@ def item_text(title: object, year: object = None, genres: object = None) -> str:
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of token vectors over real (unmasked) tokens, in float32.
+    """Mean of token vectors over real (unmasked) tokens, in float32 (float64 stays).
 
     hidden [B, L, D], mask [B, L] -> [B, D]. The clamp mirrors
     sentence-transformers so an all-padding row gives zeros, not NaN.
     """
-    weights = mask.unsqueeze(-1).to(torch.float32)  # [B, L, 1]
-    summed = (hidden.to(torch.float32) * weights).sum(dim=1)  # [B, D]
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    weights = mask.unsqueeze(-1).to(dtype)  # [B, L, 1]
+    summed = (hidden.to(dtype) * weights).sum(dim=1)  # [B, D]
     counts = weights.sum(dim=1).clamp(min=1e-9)  # [B, 1]
     return summed / counts
 
@@ -180,6 +181,7 @@ class TextEncoder:
         model: str | Path = MODEL_NAME,
         device: str = "auto",
         max_length: int = DEFAULT_MAX_LENGTH,
+        exact: bool = False,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer  # heavy import, kept local
 
@@ -191,13 +193,18 @@ class TextEncoder:
         # local_files_only: never reach for the hub, whatever HF_HUB_OFFLINE says
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True)
-        self.model.eval().to(self.device)
+        # exact: float64 weights and activations, no autocast. Slower, but two runs that
+        # batch or thread differently then differ by ~1e-16, far below the rounding that
+        # makes the catalogue's vectors the same bytes everywhere (embedding.stable_vectors)
+        self.exact = exact
+        self.model.eval().to(self.device, dtype=torch.float64 if exact else torch.float32)
         self.dim = int(self.model.config.hidden_size)
         log.info("loaded %s from %s on %s", self.name, path, self.device)
 
     def _autocast(self) -> torch.autocast:
-        """bf16 (or fp16 on older GPUs) on CUDA; disabled on CPU, where it is slower."""
-        if self.device.type != "cuda":
+        """bf16 (or fp16 on older GPUs) on CUDA; disabled on CPU, where it is slower, and
+        when exact."""
+        if self.device.type != "cuda" or self.exact:
             return torch.autocast("cpu", enabled=False)
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -220,7 +227,7 @@ class TextEncoder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Unit-length embeddings, float32 [N, dim], row i for ``texts[i]``.
+        """Unit-length embeddings, float32 [N, dim] (float64 when exact), row i for ``texts[i]``.
 
         Texts are encoded longest first to keep padding low; rows are written
         back to their original positions.
@@ -229,7 +236,7 @@ class TextEncoder:
             raise TypeError("encode takes a list of texts; wrap a single text in a list")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)  # [N, D]
+        out = np.empty((len(texts), self.dim), dtype=np.float64 if self.exact else np.float32)
         if not texts:
             return out
         ids = self.tokenize(texts)  # N lists of token ids

@@ -23,6 +23,7 @@ from pipelines.features.embedding import (
     merge,
     missing_keys,
     save_cache,
+    stable_vectors,
 )
 from pipelines.features.text import EMBED_DIM, TextEncoder
 
@@ -227,3 +228,71 @@ def test_cache_round_trip_and_damaged_file(tmp_path: Path) -> None:
     assert len(load_cache(path, dim=4)) == 0  # another dim: start over
     path.write_bytes(b"not a zip file")
     assert len(load_cache(path, dim=3)) == 0  # damaged: start over, do not fail
+
+
+def _catalogue(n: int) -> pd.DataFrame:
+    """n items whose texts differ in length, so batches pad differently per batch size."""
+    words = [
+        "star",
+        "wars",
+        "return",
+        "jedi",
+        "toy",
+        "story",
+        "scream",
+        "stone",
+        "golden",
+        "eye",
+        "heat",
+        "twelve",
+        "monkeys",
+    ]
+    titles = [" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + i % 9)) for i in range(n)]
+    return pd.DataFrame(
+        {
+            "item_idx": np.arange(n, dtype=np.int64),
+            "item_id": [str(i + 1) for i in range(n)],
+            "title": titles,
+            "year": pd.array([1950 + i for i in range(n)], dtype="Int64"),
+            "genres": [["Drama"] if i % 2 else ["Action", "Sci-Fi"] for i in range(n)],
+        }
+    )
+
+
+def test_two_runs_in_different_folders_write_the_same_bytes(tmp_path: Path) -> None:
+    """The stage's own encoder (float64, rounded) gives one file whatever the thread count
+    and batch size; dvc.lock then names the same md5 on every machine (issue 18 item 7)."""
+    import hashlib
+
+    import torch
+
+    items = _catalogue(24)
+    threads = torch.get_num_threads()
+    digests = []
+    try:
+        for n_threads, batch_size in ((1, 3), (2, 16)):
+            torch.set_num_threads(n_threads)
+            folder = tmp_path / f"clone-{n_threads}"
+            items_path = folder / "items.parquet"
+            folder.mkdir()
+            items.to_parquet(items_path, index=False)
+            embed_catalogue(
+                PARAMS.model_copy(update={"batch_size": batch_size}),
+                items_path=items_path,
+                embeddings_path=folder / "out" / "items.npy",
+                meta_path=folder / "out" / "meta.json",
+                cache_dir=folder / "cache",
+                show_progress=False,
+            )
+            digests.append(hashlib.md5((folder / "out" / "items.npy").read_bytes()).hexdigest())
+    finally:
+        torch.set_num_threads(threads)
+    assert digests[0] == digests[1]
+
+
+def test_stable_vectors_absorb_last_bit_noise_that_float32_keeps() -> None:
+    vectors = np.array([[0.3, -0.0412345, 0.71]])
+    nudged = vectors + 3e-8  # a different thread count moves float32 output this much
+    assert vectors.astype(np.float32).tobytes() != nudged.astype(np.float32).tobytes()
+    assert stable_vectors(vectors).tobytes() == stable_vectors(nudged).tobytes()
+    assert stable_vectors(vectors).dtype == np.float32
