@@ -14,7 +14,12 @@
    fold-in baselines (EASE, ItemKNN) with ``--coldstart-folds`` folds (default 2),
    so the new-item target is held against the cross-fitted warm ceiling, the
    leak-free one that `make run` skips for time; ``--coldstart-folds 0`` reads
-   the coldstart stage's numbers instead.
+   the coldstart stage's numbers instead;
+4. every comparison is paired on the same test users (``evaluation.stats``): each
+   model against the winner, each ablation against the whole flagship, on the per-user
+   NDCG@10 averaged over the seeds, with the bootstrap interval of the difference and a
+   sign-flip test's p-value. The ± over seeds is training noise only; the interval is
+   what says whether a difference is a gain.
 
 Prints tables and how long it took; a missed target is reported with its
 shortfall, never hidden.
@@ -30,13 +35,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipelines.core.config import load_params  # noqa: E402
 from pipelines.core.paths import PROJECT  # noqa: E402
 from pipelines.core.schema import TEST  # noqa: E402
-from pipelines.evaluation.ranking import evaluate_model  # noqa: E402
+from pipelines.evaluation.ranking import evaluate_per_user  # noqa: E402
+from pipelines.evaluation.stats import Difference, paired_against  # noqa: E402
 from pipelines.features.dataset import load_dataset, train_data, validation  # noqa: E402
 from pipelines.features.sequences import histories_for, targets_for  # noqa: E402
 from pipelines.stages import coldstart as coldstart_stage  # noqa: E402
@@ -95,7 +103,8 @@ def seed_runs(
         started = time.perf_counter()
         spec = resolve(name, params.train, seed, train, tuned, k=params.evaluate.k)
         model, _ = fit_model(spec, train, valid)
-        metrics = evaluate_model(model, test_histories, test_targets, 10, 256)
+        metrics, per_user = evaluate_per_user(model, test_histories, test_targets, 10, 256)
+        metrics["per_user"] = per_user.numpy()
         metrics["seconds"] = time.perf_counter() - started
         print(
             f"  {name}{' ' + str(switches) if switches else ''} seed {seed}: "
@@ -124,6 +133,40 @@ def summary_table(rows: dict[str, list[dict[str, float]]]) -> str:
             cells.append(f"{statistics.fmean(values):.4f} ± {std:.4f}")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {len(runs)} |")
     return "\n".join(lines)
+
+
+def user_means(runs: list[dict]) -> np.ndarray:
+    """Each test user's NDCG@10, averaged over the seeds: [users]."""
+    return np.mean([run["per_user"] for run in runs], axis=0)
+
+
+def paired_table(title: str, reference: str, differences: dict[str, Difference]) -> str:
+    lines = [
+        f"### {title}: paired with {reference} on the same test users",
+        "",
+        "| model | Δ NDCG@10 | 95% interval | p (sign-flip) | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, diff in differences.items():
+        lines.append(
+            f"| {name} | {diff.mean:+.4f} | [{diff.low:+.4f}, {diff.high:+.4f}] "
+            f"| {diff.p_value:.4f} | {diff.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_tables(rows: dict[str, list[dict]], winner_label: str) -> str:
+    """Models against the winner; the flagship's ablations against the whole flagship."""
+    ablated = {label for label in rows if label.startswith(f"{FLAGSHIP}, ")}
+    models = {label: user_means(runs) for label, runs in rows.items() if label not in ablated}
+    tables = []
+    if winner_label in models and len(models) > 1:
+        tables.append(paired_table("models", winner_label, paired_against(models, winner_label)))
+    whole = next((label for label in models if label.split(" (")[0] == FLAGSHIP), None)
+    if ablated and whole is not None:
+        parts = {whole: models[whole], **{label: user_means(rows[label]) for label in ablated}}
+        tables.append(paired_table("flagship parts", whole, paired_against(parts, whole)))
+    return "\n\n".join(tables)
 
 
 def accuracy_table(name: str, runs: list[dict[str, float]]) -> str:
@@ -243,6 +286,8 @@ def main() -> None:
     print(summary_table(rows))
     print()
     print(accuracy_table(winner, rows[winner + " (winner)"]) if winner in models else "")
+    print()
+    print(paired_tables(rows, winner + " (winner)"))
     print()
     source = PROJECT.coldstart_metrics
     if args.coldstart_folds:

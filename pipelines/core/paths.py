@@ -193,6 +193,10 @@ class Layout:
         return self.eval_dir / "fairness.json"
 
     @property
+    def eval_paired(self) -> Path:  # every model vs the best on validation, same test users
+        return self.eval_dir / "paired.json"
+
+    @property
     def coldstart_dir(self) -> Path:
         return self.artifacts / "coldstart"
 

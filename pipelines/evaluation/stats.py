@@ -12,6 +12,7 @@ Pure numpy; the seed is an argument, so a reported interval is reproducible.
 - ``paired_difference``: mean of (a - b), its bootstrap interval, and the two-sided p-value
   of a paired test (a sign-flip permutation test on the cluster sums: exact under the
   null of exchangeable a and b, no normality assumed).
+- ``paired_against``: every ranker against one reference on the same cases.
 A difference is called a gain or a loss only when its interval excludes 0 (``verdict``).
 """
 
@@ -128,3 +129,24 @@ def paired_difference(
     return Difference(
         interval.mean, interval.low, interval.high, interval.n, interval.clusters, p_value
     )
+
+
+def paired_against(
+    per_case: dict[str, np.ndarray],
+    reference: str,
+    groups: np.ndarray | None = None,
+    *,
+    alpha: float = 0.05,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Difference]:
+    """(other - reference) for every other ranker of ``per_case``, paired on the same cases."""
+    if reference not in per_case:
+        raise KeyError(f"reference {reference!r} is not among {sorted(per_case)}")
+    return {
+        name: paired_difference(
+            values, per_case[reference], groups, alpha=alpha, resamples=resamples, seed=seed
+        )
+        for name, values in per_case.items()
+        if name != reference
+    }

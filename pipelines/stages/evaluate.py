@@ -8,6 +8,11 @@ lists, and a fairness table gives test NDCG per gender and age band, or, when no
 has a profile, per activity band and test-item popularity band (the leaderboard says
 which). Where test targets repeat an item of the history, repeat and new targets are
 segments too.
+
+Every model is also compared with the best on validation, paired on the same test users
+(``paired.json``: the mean difference of test NDCG@k, its bootstrap interval over users
+and a sign-flip test's p-value, ``evaluation.stats``), so the leaderboard calls a
+difference a gain or a loss only where its interval excludes zero.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pipelines.evaluation.beyond_accuracy import (
     item_popularity,
 )
 from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
+from pipelines.evaluation.stats import Difference, paired_against
 from pipelines.features.profiles import profile_codes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
 from pipelines.models import load_model
@@ -59,6 +65,23 @@ def leaderboard_markdown(metrics: dict[str, dict[str, dict[str, float]]], k: int
     return "\n".join(sections)
 
 
+def best_on_validation(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> str:
+    return max(metrics, key=lambda model: metrics[model][VALID][f"ndcg@{k}"])
+
+
+def paired_markdown(reference: str, differences: dict[str, Difference], k: int) -> str:
+    """One row per model: test NDCG@k minus the reference's, its interval and p-value."""
+    rows = [
+        [model, diff.mean, f"[{diff.low:+.4f}, {diff.high:+.4f}]", diff.p_value, diff.verdict]
+        for model, diff in sorted(differences.items(), key=lambda item: -item[1].mean)
+    ]
+    header = ["model", f"Δ test NDCG@{k}", "95% interval", "p (sign-flip)", f"vs {reference}"]
+    return (
+        f"### paired with {reference} (best on validation), the same test users\n\n"
+        + markdown_table(header, rows)
+    )
+
+
 REPEATS_NOTE = (
     "Repeats allowed (evaluate.mask_history: false): items a user had before stay "
     "candidates; repeats@{k} is the share of each list they fill.\n\n"
@@ -82,6 +105,7 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     fairness: dict[str, dict] = {}
     catalogue: Catalogue | None = None
+    test_ndcg: dict[str, Any] = {}  # model -> per-user test NDCG@k, for the paired table
     for model_dir in tqdm(sorted(p for p in models.iterdir() if p.is_dir()), desc="evaluate"):
         started = time.perf_counter()
         model = load_model(model_dir)
@@ -100,6 +124,7 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
             metrics[model.name][split], per_user = evaluate_per_user(
                 model, *inputs[split], k, batch_size, catalogue, exclude_seen
             )
+        test_ndcg[model.name] = per_user.numpy()
         fairness[model.name] = fairness_table(per_user.numpy(), segments, k, attributes)
         log.info(
             "%s: valid %s in %.1fs",
@@ -108,13 +133,25 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
             time.perf_counter() - started,
         )
 
+    reference = best_on_validation(metrics, k)
+    differences = paired_against(test_ndcg, reference)
+    paired = {
+        "reference": reference,
+        "metric": f"ndcg@{k}",
+        "split": TEST,
+        "differences": {
+            name: {**diff.to_dict(), "verdict": diff.verdict} for name, diff in differences.items()
+        },
+    }
     table = ("" if exclude_seen else REPEATS_NOTE.format(k=k)) + leaderboard_markdown(metrics, k)
+    table += "\n" + paired_markdown(reference, differences, k) + "\n"
     sections = [f"#### {name}\n\n{fairness_markdown(fairness[name], k)}" for name in fairness]
     table += "\n### fairness (test NDCG per segment)\n\n"
     table += "" if demographics else NO_DEMOGRAPHICS + "\n\n"
     table += "\n".join(sections)
     write_json(metrics, out / PROJECT.eval_metrics.name)
     write_json(fairness, out / PROJECT.fairness.name)
+    write_json(paired, out / PROJECT.eval_paired.name)
     write_text(table, out / PROJECT.leaderboard_md.name)
     print(table)
     return {"models": sorted(metrics)}

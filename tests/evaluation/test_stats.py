@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.evaluation.stats import mean_interval, paired_difference
+from pipelines.evaluation.stats import mean_interval, paired_against, paired_difference
 
 
 def test_a_constant_has_a_zero_width_interval():
@@ -74,3 +74,15 @@ def test_bad_inputs_are_refused():
 def test_the_same_seed_gives_the_same_interval():
     values = np.random.default_rng(5).random(300)
     assert mean_interval(values, seed=7) == mean_interval(values, seed=7)
+
+
+def test_every_ranker_is_paired_with_the_reference_on_the_same_cases():
+    rng = np.random.default_rng(3)
+    base = rng.random(900)
+    per_case = {"best": base + 0.05, "same": base + 0.05 + rng.normal(0, 1e-3, 900), "worse": base}
+    out = paired_against(per_case, "best")
+    assert sorted(out) == ["same", "worse"]
+    assert out["worse"].verdict == "worse" and out["worse"].mean == pytest.approx(-0.05)
+    assert out["same"].verdict == "no difference shown"
+    with pytest.raises(KeyError, match="reference 'nope'"):
+        paired_against(per_case, "nope")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from pipelines.evaluation.ranking import evaluate_model
 from pipelines.evaluation.selection import choose_winner, decision
+from pipelines.evaluation.stats import paired_against
 from pipelines.models import Histories, Recommender
-from pipelines.stages.evaluate import leaderboard_markdown
+from pipelines.stages.evaluate import best_on_validation, leaderboard_markdown, paired_markdown
 
 
 class Oracle(Recommender):
@@ -84,3 +86,14 @@ def test_leaderboard_lists_every_model_per_split() -> None:
     table = leaderboard_markdown({"a": run_metrics(0.05, 0.2), "b": run_metrics(0.06, 0.1)}, 10)
     assert table.count("| a |") == 2 and table.count("| b |") == 2
     assert table.index("| b |") < table.index("| a |")  # best validation first
+
+
+def test_paired_table_names_the_reference_and_calls_only_what_its_interval_shows() -> None:
+    metrics = {"a": run_metrics(0.05, 0.2), "b": run_metrics(0.06, 0.1)}
+    assert best_on_validation(metrics, 10) == "b"
+    users = np.linspace(0, 1, 500)
+    differences = paired_against({"b": users, "a": users - 0.1, "c": users}, "b")
+    table = paired_markdown("b", differences, 10)
+    assert "paired with b (best on validation)" in table
+    assert "| a | -0.1000 |" in table and "worse" in table
+    assert "| c | 0.0000 |" in table and "no difference shown" in table
