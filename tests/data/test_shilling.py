@@ -3,11 +3,19 @@ flags an obvious attack and not a clean batch, and a flagged batch never reaches
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from pipelines.core import schema
+from pipelines.core.config import IngestParams, ShillingParams
+from pipelines.data.append import append_batch
+from pipelines.data.privacy import PUBLIC_DEMO_KEY, pseudonymise_id
 from pipelines.data.shilling import (
     AttackSpec,
     DetectorSettings,
@@ -17,6 +25,7 @@ from pipelines.data.shilling import (
     pick_target,
     profiles_for_share,
 )
+from pipelines.loop.stream import write_batch
 
 DAY = 86_400
 START = 874_281_600  # 1997-09-15, a Monday
@@ -164,9 +173,86 @@ def test_an_obvious_attack_is_flagged_with_its_target_and_users(held, kind):
     assert set(verdict.flagged) <= fakes and len(verdict.flagged) >= SETTINGS.min_profiles
     report = verdict.to_dict()
     assert report["target"] == spec.target and set(report["suspicion"]) == set(verdict.flagged)
+    assert json.dumps(report)  # the evidence is JSON-ready for the quarantine report
 
 
 def test_too_few_pushers_are_no_attack(held):
     spec = _attack(held, "random", n=SETTINGS.min_profiles - 1)
     verdict = detect(attack_tables(spec, held)["interactions"], held, SETTINGS)
     assert not verdict.suspect  # one or two odd profiles are people, not an attack
+
+
+def test_shilling_settings_are_validated_with_clear_errors():
+    assert IngestParams().shilling.check is True
+    with pytest.raises(ValidationError, match="above z_cap"):
+        ShillingParams(threshold=6.0, z_cap=5.0)
+    with pytest.raises(ValidationError, match="min_profiles"):
+        IngestParams(shilling={"min_profiles": 1})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        IngestParams(shilling={"treshold": 2.0})
+
+
+# ---- through the ingestion door -------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def door(tmp_path, held):
+    """data/ holding ``held`` (appended as the first batch), and an append function."""
+    landing = tmp_path / "landing"
+
+    def run(tables: dict[str, pd.DataFrame], name: str, cfg: IngestParams | None = None):
+        cfg = cfg or IngestParams()
+        path = write_batch(tables, landing, name)
+        return append_batch(
+            cfg,
+            path,
+            data_dir=tmp_path / "data",
+            quarantine_dir=tmp_path / "quarantine",
+            key=PUBLIC_DEMO_KEY,
+        )
+
+    first = {
+        "interactions": held,
+        "items": _items(),
+        "users": _raw_users(held[schema.USER_ID].unique()),
+    }
+    assert run(first, "week-00").accepted
+    return tmp_path, run
+
+
+def test_a_flagged_batch_is_quarantined_with_its_evidence_and_data_unchanged(door, held):
+    tmp, run = door
+    before = _tree(tmp / "data")
+    spec = _attack(held, "random")
+    tables = attack_tables(spec, held)
+    result = run(tables, "attack")
+    assert result.status == "quarantined" and sum(result.added.values()) == 0
+    assert any("shilling attack" in m for m in result.messages)
+    assert _tree(tmp / "data") == before
+    report = json.loads((tmp / "quarantine" / "attack" / "report.json").read_text())
+    assert report["accepted"] is False and report["shilling"]["target"] == spec.target
+    fakes = {pseudonymise_id(u, PUBLIC_DEMO_KEY) for u in tables["users"][schema.USER_ID]}
+    assert set(report["shilling"]["flagged_users"]) <= fakes
+    assert "Shilling evidence" in (tmp / "quarantine" / "attack" / "report.md").read_text()
+    assert result.counts["interactions"]["rejected"] >= SETTINGS.min_profiles
+
+
+def test_a_clean_batch_passes_and_the_check_can_be_switched_off(door, held):
+    _, run = door
+    clean = _people(12, 100, START + 14 * DAY, seed=2)
+    tables = {
+        "interactions": clean,
+        "items": _items().iloc[:0],
+        "users": _raw_users(clean[schema.USER_ID].unique()),
+    }
+    assert run(tables, "clean").accepted
+    off = IngestParams(shilling={"check": False})
+    assert run(attack_tables(_attack(held, "random"), held), "attack-off", off).accepted
