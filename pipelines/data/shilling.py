@@ -37,9 +37,10 @@ rating out), in the direction an attack moves it; a profile's ``suspicion`` is t
 those z-scores. A lone odd profile is no attack: an attack is several profiles pushing the
 **same item**. For every item, the *push group* is the batch's profiles that gave it the
 highest rating; the group's score is the ``min_profiles``-th largest suspicion in it. The
-batch is **suspect** when some group scores at least ``threshold``; the target is that
-item (the most flagged pushers, then the fewest ratings in data/), and the flagged users
-are the pushers whose suspicion reaches the threshold. bench/shilling.py measures the
+batch is **suspect** when some group scores at least ``threshold``; the target is the item
+of the group over it with the largest share of flagged pushers (then the most of them, then
+the fewest ratings in data/), and the flagged users are its pushers whose suspicion reaches
+the threshold. bench/shilling.py measures the
 false-alarm rate of the threshold on real MovieLens weeks and the detection rates.
 """
 
@@ -491,10 +492,15 @@ def detect(
     suspect = best >= settings.threshold
     target, flagged = None, ()
     if suspect:
-        # among the groups over the threshold: most flagged pushers, then the rarest item
-        # (a bandwagon attack pushes its popular "selected" items too, the target is rare)
-        over = groups[groups["score"] >= settings.threshold]
-        over = over.sort_values(["flagged", "held_ratings"], ascending=[False, True])
+        # among the groups over the threshold: the one most purely made of flagged pushers,
+        # then the most of them, then the rarest item. A bandwagon attack also pushes its
+        # popular "selected" items, but real people push those too; only fakes push the target
+        over = groups[groups["score"] >= settings.threshold].assign(
+            purity=lambda g: g["flagged"] / g["pushers"]
+        )
+        over = over.sort_values(
+            ["purity", "flagged", "held_ratings"], ascending=[False, False, True], kind="stable"
+        )
         target = str(over["item"].iloc[0])
         pushers = batch[
             (batch[schema.ITEM_ID] == target) & (batch[schema.RATING] >= settings.max_rating)
