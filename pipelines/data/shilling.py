@@ -38,8 +38,8 @@ those z-scores. A lone odd profile is no attack: an attack is several profiles p
 **same item**. For every item, the *push group* is the batch's profiles that gave it the
 highest rating; the group's score is the ``min_profiles``-th largest suspicion in it. The
 batch is **suspect** when some group scores at least ``threshold``; the target is the item
-of the group over it with the largest share of flagged pushers (then the most of them, then
-the fewest ratings in data/), and the flagged users are its pushers whose suspicion reaches
+of the group over it with the most flagged pushers net of unflagged ones (then the fewest
+ratings in data/), and the flagged users are its pushers whose suspicion reaches
 the threshold. bench/shilling.py measures the
 false-alarm rate of the threshold on real MovieLens weeks and the detection rates.
 """
@@ -492,15 +492,14 @@ def detect(
     suspect = best >= settings.threshold
     target, flagged = None, ()
     if suspect:
-        # among the groups over the threshold: the one most purely made of flagged pushers,
-        # then the most of them, then the rarest item. A bandwagon attack also pushes its
-        # popular "selected" items, but real people push those too; only fakes push the target
+        # among the groups over the threshold: the most flagged pushers net of unflagged
+        # ones, then the rarest item. A bandwagon attack also pushes its popular "selected"
+        # items, but many real people push those too; a few fakes that happen to give one
+        # filler item the top rating make a small group
         over = groups[groups["score"] >= settings.threshold].assign(
-            purity=lambda g: g["flagged"] / g["pushers"]
+            net=lambda g: 2 * g["flagged"] - g["pushers"]
         )
-        over = over.sort_values(
-            ["purity", "flagged", "held_ratings"], ascending=[False, False, True], kind="stable"
-        )
+        over = over.sort_values(["net", "held_ratings"], ascending=[False, True], kind="stable")
         target = str(over["item"].iloc[0])
         pushers = batch[
             (batch[schema.ITEM_ID] == target) & (batch[schema.RATING] >= settings.max_rating)
