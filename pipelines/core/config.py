@@ -44,6 +44,44 @@ MISSING_VALUES: tuple[str, ...] = ("", "NULL", "null", "None", "N/A", "NA", "NaN
 ZIP_WIDTH = 5  # US zip codes (ingest.zip_width)
 
 
+class ShillingParams(_Frozen):
+    """The shilling check on appended batches (pipelines/data/shilling.py, docs/own-data.md).
+
+    A batch is suspect when at least ``min_profiles`` of its profiles, each with a
+    suspicion of at least ``threshold``, give the same item the highest rating; it then goes
+    to quarantine with the evidence and data/ is left unchanged. bench/shilling.py measures
+    the false alarms on real MovieLens weeks and the detection rates (RESULTS.md).
+    """
+
+    check: bool = True
+    # mean one-sided robust z-score over the five features: 2 = on average two robust
+    # standard deviations out in the direction an attack moves them. No clean push group of
+    # ML-100K scored above 1.65 (weeks 4-31) or 1.98 (overlapping 7-day windows): a thin
+    # margin; the attacks' groups score about 2.2-2.9 (bench/shilling.py, RESULTS.md)
+    threshold: float = Field(2.0, gt=0)
+    # one odd profile is a person; an attack needs several accounts pushing one item
+    min_profiles: int = Field(3, ge=2)
+    # profiles with fewer events in the batch are not scored: their features are noise
+    min_events: int = Field(10, ge=2)
+    neighbours: int = Field(10, ge=1)  # DegSim: mean similarity of the k most similar users
+    # an item mean from fewer ratings in data/ is no yardstick (a new release rated once)
+    min_item_ratings: int = Field(5, ge=1)
+    # each feature's z-score is capped here, so one wild feature alone cannot flag a profile
+    z_cap: float = Field(5.0, gt=0)
+    # data/'s users sampled as the yardstick and the DegSim neighbours: bounds the cost on
+    # large logs (a users x users similarity matrix)
+    reference_users: int = Field(1000, ge=10)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> ShillingParams:
+        if self.threshold > self.z_cap:
+            raise ValueError(
+                f"ingest.shilling.threshold {self.threshold} is above z_cap {self.z_cap}: "
+                "suspicion is a mean of z-scores capped at z_cap, so no batch could be flagged"
+            )
+        return self
+
+
 class IngestParams(_Frozen):
     source: Literal["movielens", "table"] = "movielens"
     movielens: MovieLensSource = MovieLensSource()
@@ -64,6 +102,8 @@ class IngestParams(_Frozen):
     # explicit: every event needs a rating; implicit: ratings may be blank (clicks, views);
     # auto: explicit when the source has a rating column, implicit when it has none
     feedback: Literal["auto", "explicit", "implicit"] = "auto"
+    # appended batches only: profiles that push one item together are quarantined
+    shilling: ShillingParams = ShillingParams()
 
     @field_validator("age_bands")
     @classmethod

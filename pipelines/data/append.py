@@ -11,7 +11,10 @@ Expectations suite, plus the cross-batch rules:
 - no event is already present in data/ (same user, item and timestamp).
 
 A batch with any rejected row leaves data/ byte-identical and goes to
-``quarantine/<batch>/`` with the report (``quarantine.write_quarantine``).
+``quarantine/<batch>/`` with the report (``quarantine.write_quarantine``). So does a
+batch that passes every row check but whose new profiles look like a shilling attack
+(``ingest.shilling``, ``shilling.detect``): the flagged users' rows are the rejected ones,
+and the detector's evidence (target item, users, scores) is in the report.
 
 **Idempotent.** ``data/ledger.json`` records the SHA-256 of every appended
 batch; the same batch again (under any name) adds nothing. A batch already in
@@ -51,6 +54,7 @@ from pipelines.data.privacy import (
     write_fingerprint,
 )
 from pipelines.data.quarantine import check_batch_name, write_quarantine
+from pipelines.data.shilling import DetectorSettings, Verdict, detect
 from pipelines.data.snapshot import (
     checked_key,
     data_version,
@@ -81,6 +85,8 @@ EVENT_KEY = [schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP]
 KEYS = {INTERACTIONS: None, ITEMS: schema.ITEM_ID, USERS: schema.USER_ID}
 ALREADY_PRESENT = "repeat an event data/ already holds (same user, item and timestamp)"
 ALREADY_PRESENT_WHY = "a batch delivered twice, or overlapping exports, would count events twice"
+SHILLING = "come from a profile that looks like a shilling attack"
+SHILLING_WHY = "fake profiles pushing one item would be trained on and put it in real users' lists"
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,65 @@ def validate_batch(
     )
 
 
+# ---- the shilling check -----------------------------------------------------------------
+
+
+def detector_settings(cfg: IngestParams) -> DetectorSettings:
+    """Plain values of ``ingest.shilling``; the top of the rating scale is the push rating."""
+    s = cfg.shilling
+    return DetectorSettings(
+        threshold=s.threshold,
+        min_profiles=s.min_profiles,
+        min_events=s.min_events,
+        neighbours=s.neighbours,
+        min_item_ratings=s.min_item_ratings,
+        z_cap=s.z_cap,
+        reference_users=s.reference_users,
+        max_rating=cfg.rating_range[1],
+    )
+
+
+def with_shilling(
+    report: ValidationReport, tables: dict[str, pd.DataFrame], verdict: Verdict
+) -> ValidationReport:
+    """The report plus the shilling check: a suspect batch rejects its flagged users' rows
+    (events and profile rows), as a failed expectation would."""
+    rejected = {t: {r: list(w) for r, w in report._rejected.get(t, {}).items()} for t in TABLES}
+    findings = list(report.findings)
+    if verdict.suspect:
+        flagged = set(verdict.flagged)
+        for table in (INTERACTIONS, USERS):
+            rows = np.flatnonzero(tables[table][schema.USER_ID].isin(flagged).to_numpy())
+            for row in rows:
+                rejected[table].setdefault(int(row), []).append(SHILLING)
+            if len(rows):
+                findings.append(
+                    Finding(
+                        table,
+                        "ExpectNoShillingAttack",
+                        schema.USER_ID,
+                        f"{len(rows)} {table} row(s) {SHILLING}: {verdict.message()}",
+                        SHILLING,
+                        SHILLING_WHY,
+                        tuple(int(r) for r in rows),
+                    )
+                )
+    check = {
+        "table": INTERACTIONS,
+        "expectation": "ExpectNoShillingAttack",
+        "column": schema.USER_ID,
+        "success": not verdict.suspect,
+        "reason": SHILLING_WHY,
+    }
+    return ValidationReport(
+        row_counts=report.row_counts,
+        checks=(*report.checks, check),
+        findings=tuple(findings),
+        seconds=report.seconds,
+        _rejected=rejected,
+    )
+
+
 # ---- publishing ----------------------------------------------------------------------------
 
 
@@ -380,10 +445,23 @@ def append_batch(
         report = validate_batch(
             tables, held, cfg, now=now, ratings_required=raw.ratings_required, problems=problems
         )
+        evidence = None
+        if report.success and cfg.shilling.check:
+            # only a batch whose rows all pass is judged: its events are what would be trained on
+            verdict = detect(tables[INTERACTIONS], held[INTERACTIONS], detector_settings(cfg))
+            report = with_shilling(report, tables, verdict)
+            evidence = verdict.to_dict() if verdict.suspect else None
         counts = report.counts()
         if not report.success:
             quarantine, _ = write_quarantine(
-                tables, report, batch, raw.origin, quarantine_dir, notes=raw.notes, retry=False
+                tables,
+                report,
+                batch,
+                raw.origin,
+                quarantine_dir,
+                notes=raw.notes,
+                retry=False,
+                evidence=evidence,
             )
             (quarantine / CHECKSUM_FILE).write_text(checksum + "\n")
             log.warning(

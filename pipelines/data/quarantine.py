@@ -76,6 +76,7 @@ def _markdown(
     report: ValidationReport,
     files: list[str],
     notes: tuple[str, ...] = (),
+    evidence: dict | None = None,
 ) -> str:
     lines = [
         f"# Ingestion batch {batch}: rejected",
@@ -99,6 +100,25 @@ def _markdown(
         more = "" if len(finding.rows) <= 10 else f", … ({len(finding.rows)} in all)"
         where = f" Rows: {sample}{more}." if finding.rows else ""
         lines.append(f"- {finding.message}.{where}")
+    if evidence:
+        lines += [
+            "",
+            "## Shilling evidence",
+            "",
+            f"Target item `{evidence['target']}`: {len(evidence['flagged_users'])} flagged "
+            f"profile(s) of {evidence['profiles_scored']} scored; push group score "
+            f"{evidence['score']} against threshold {evidence['threshold']} (report.json "
+            "`shilling` holds the users, their suspicion and features).",
+            "",
+            "| item | profiles giving it the top rating | group score | at threshold | "
+            "ratings in data/ |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {g['item']} | {g['pushers']} | {g['score']:.2f} | {g['flagged']} | "
+            f"{g['held_ratings']} |"
+            for g in evidence["push_groups"]
+        ]
     lines += [
         "",
         "Row numbers count from 0 in the source table as read (`source_row` in the files).",
@@ -155,10 +175,12 @@ def write_quarantine(
     *,
     notes: tuple[str, ...] = (),
     retry: bool = False,
+    evidence: dict | None = None,
 ) -> tuple[Path, list[Path]]:
     """A new quarantine/<batch>/: rejected and accepted rows per table, report.json, report.md.
 
-    The folder is claimed first (it must not exist; with `retry` a taken name gets a
+    ``evidence`` (the shilling detector's, when it flagged the batch) goes into both
+    reports. The folder is claimed first (it must not exist; with `retry` a taken name gets a
     new tag), filled beside it and moved in whole, so it is never half-written and an
     earlier quarantine is never replaced. Returns the folder and its files.
     """
@@ -183,8 +205,12 @@ def write_quarantine(
             "notes": list(notes),
             "files": written,
         }
+        if evidence is not None:
+            payload["shilling"] = evidence
         (staging / "report.json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        (staging / "report.md").write_text(_markdown(name, source, report, written, notes))
+        (staging / "report.md").write_text(
+            _markdown(name, source, report, written, notes, evidence)
+        )
         os.replace(staging, target)  # onto the empty folder claimed above
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
