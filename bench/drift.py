@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evidently", action="store_true")
     args = parser.parse_args(argv)
     params = load_params(PROJECT.params)
-    cfg = params.monitoring
+    # the rhythm shares are for reading; thousands of windows need only the decision
+    cfg = params.monitoring.model_copy(update={"rhythm_clusters": 0})
     tables = read_snapshot(PROJECT.data)
     events = tables["interactions"].sort_values(schema.TIMESTAMP, kind="stable")
     anchor = week_anchor(int(events[schema.TIMESTAMP].min()))

@@ -245,6 +245,9 @@ class EvaluateParams(_Frozen):
     # for evaluate, tune, early stopping and cold start; the served model card carries it
     # as the default of /recommend's exclude_seen (serve.exclude_seen in the card)
     mask_history: bool = True
+    # behaviour clusters (features.behaviour: hour of day, weekend, gaps, sitting length) the
+    # fairness table reports NDCG for; 0: no rhythm segment
+    rhythm_clusters: int = Field(4, ge=0, le=12)
 
 
 # the rank metrics the evaluate stage writes per split, at its cutoff evaluate.k
@@ -309,6 +312,10 @@ class MonitoringParams(_Frozen):
     # reference rows kept for Evidently's report (a sample; the decision uses all)
     reference_rows: int = Field(20_000, ge=100)
     seed: int = 42
+    # behaviour clusters of the reference's users (features.behaviour); the report shows the
+    # batch's users' shares beside the reference's, for reading: not a decision signal (its
+    # false-alarm rate is not measured). 0: not shown
+    rhythm_clusters: int = Field(4, ge=0, le=12)
 
 
 class ReplayParams(_Frozen):

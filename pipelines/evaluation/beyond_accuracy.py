@@ -40,6 +40,7 @@ UNKNOWN_SEGMENT = "unknown"  # label of a user whose attribute is missing
 ACTIVITY = "activity"  # the user's training events, in three bands of equal size
 ITEM_POPULARITY = "item_popularity"  # the test item: short head or long tail
 TARGET = "target"  # the test item is one the user had before (repeat), or new to them
+RHYTHM = "rhythm"  # the user's cluster of when and how they act (features.behaviour)
 HEAD_SHARE = 0.2  # the short head: the 20% most popular items (Abdollahpouri et al. 2019)
 NO_DEMOGRAPHICS = (
     "No demographics: every user's age band, gender, occupation and region is unknown, so "
@@ -246,12 +247,14 @@ def behaviour_segments(
     popularity: np.ndarray,
     repeats: np.ndarray | Sequence[bool] | None = None,
     demographics: pd.DataFrame | None = None,
+    rhythm: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """The segment labels of each user and the attributes to report, in order.
 
     With ``demographics`` (the profiles, when ``has_demographics``) they are gender and
     age band; without, activity and the test item's popularity. ``repeats`` (the test
-    target is in the user's history) adds ``target`` when any target is a repeat.
+    target is in the user's history) adds ``target`` when any target is a repeat;
+    ``rhythm`` (each user's behaviour cluster) adds ``rhythm``.
     """
     if demographics is not None:
         frame = demographics.reset_index(drop=True).copy()
@@ -268,4 +271,9 @@ def behaviour_segments(
     if flags is not None and flags.any():
         frame[TARGET] = np.where(flags, "repeat (had it before)", "new to the user")
         attributes += (TARGET,)
+    if rhythm is not None:
+        if len(rhythm) != len(frame):
+            raise ValueError(f"{len(rhythm)} rhythm labels for {len(frame)} users")
+        frame[RHYTHM] = list(rhythm)
+        attributes += (RHYTHM,)
     return frame, attributes

@@ -29,6 +29,9 @@ Evidently writes the HTML report: its ``DataDriftPreset`` with the tests it pick
 features, and the embedding drift of the touched items' MiniLM vectors. Those are shown for
 reading, not decided on; the decision and every signal's statistic, null and p-value are
 on top of the report and in ``decision.json``. Below ``min_events`` nothing is decided.
+So are the behaviour clusters (``features.behaviour``, ``monitoring.rhythm_clusters``):
+fitted on the reference's users, the batch's users placed on them, each cluster's share of
+users in both (``signals["rhythm"]``); a segment to read, not a signal.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import pandas as pd
 from pipelines.core import schema
 from pipelines.core.config import MonitoringParams
 from pipelines.core.io import write_json, write_text
+from pipelines.features.behaviour import fit_rhythms, rhythm_features
 
 log = logging.getLogger(__name__)
 
@@ -434,6 +438,29 @@ def _reason(name: str, s: dict[str, Any], level: float) -> str:
     )
 
 
+def _user_times(events: pd.DataFrame) -> list[np.ndarray]:
+    grouped = events.groupby(events[schema.USER_ID].astype(str), sort=True)[schema.TIMESTAMP]
+    return [times.to_numpy(np.int64) for _, times in grouped]
+
+
+def rhythm_shares(past: pd.DataFrame, events: pd.DataFrame, k: int) -> dict[str, dict]:
+    """Each behaviour cluster's share of the past's users and of the batch's users.
+
+    A batch user's rhythm is read from the batch's events only (the week they acted in).
+    """
+    rhythms = fit_rhythms(rhythm_features(_user_times(past)), k)
+    ours = rhythms.assign(rhythm_features(_user_times(events)))
+    theirs = rhythms.assign(rhythm_features(_user_times(past)))
+    shares = {}
+    for index, name in enumerate(rhythms.names):
+        shares[name] = {
+            "reference_share": round(float(np.mean(theirs == index)), 4),
+            "batch_share": round(float(np.mean(ours == index)), 4) if len(ours) else 0.0,
+            "batch_users": int(np.sum(ours == index)),
+        }
+    return shares
+
+
 def assess(
     batch: str,
     reference: dict[str, pd.DataFrame],
@@ -472,6 +499,8 @@ def assess(
     tests = signals_of(reference, current, cfg)
     status, reasons = decide(tests, cfg.alpha)
     signals["tests"] = tests
+    if cfg.rhythm_clusters:
+        signals["rhythm"] = rhythm_shares(reference["interactions"], events, cfg.rhythm_clusters)
     decision = Decision(batch, status, tuple(reasons), signals)
     if out_dir is not None:
         snapshot = _evidently(reference, current, cfg, vectoriser) if report else None

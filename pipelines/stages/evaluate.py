@@ -7,7 +7,8 @@ averaged over all users; coverage, novelty and recommended popularity describe t
 lists, and a fairness table gives test NDCG per gender and age band, or, when no user
 has a profile, per activity band and test-item popularity band (the leaderboard says
 which). Where test targets repeat an item of the history, repeat and new targets are
-segments too.
+segments too, and with ``evaluate.rhythm_clusters`` so are the behaviour clusters of the
+users' training events (``features.behaviour``), with each cluster's size and centre.
 
 Every model is also compared with the best on validation, paired on the same test users
 (``paired.json``: the mean difference of test NDCG@k, its bootstrap interval over users
@@ -23,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from pipelines.core.config import Params
 from pipelines.core.io import write_json, write_text
 from pipelines.core.paths import PROJECT
-from pipelines.core.schema import SEQ_ITEMS, SEQ_N_TRAIN, TEST, VALID
+from pipelines.core.schema import SEQ_ITEMS, SEQ_N_TRAIN, SEQ_TIMESTAMPS, TEST, VALID
 from pipelines.evaluation.beyond_accuracy import (
     NO_DEMOGRAPHICS,
     behaviour_segments,
@@ -40,6 +42,7 @@ from pipelines.evaluation.beyond_accuracy import (
 )
 from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
 from pipelines.evaluation.stats import Difference, paired_against
+from pipelines.features.behaviour import Rhythms, fit_rhythms, rhythm_features
 from pipelines.features.profiles import profile_codes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
 from pipelines.models import load_model
@@ -82,6 +85,27 @@ def paired_markdown(reference: str, differences: dict[str, Difference], k: int) 
     )
 
 
+def training_times(sequences: pd.DataFrame) -> list[np.ndarray]:
+    """Each user's training event times: the clusters must not see validation or test."""
+    return [
+        np.asarray(stamps)[:n_train]
+        for stamps, n_train in zip(sequences[SEQ_TIMESTAMPS], sequences[SEQ_N_TRAIN], strict=True)
+    ]
+
+
+def rhythm_markdown(rhythms: Rhythms, labels: list[str]) -> str:
+    """Each cluster's size and centre, in the features' own units."""
+    sizes = pd.Series(labels).value_counts()
+    rows = [
+        [row["cluster"], int(sizes.get(row["cluster"], 0)), *list(row.values())[1:]]
+        for row in rhythms.profile()
+    ]
+    header = ["cluster", "users", *list(rhythms.profile()[0])[1:]]
+    return "### behaviour clusters (training events; hours in UTC)\n\n" + markdown_table(
+        header, rows
+    )
+
+
 REPEATS_NOTE = (
     "Repeats allowed (evaluate.mask_history: false): items a user had before stay "
     "candidates; repeats@{k} is the share of each list they fill.\n\n"
@@ -101,6 +125,11 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     demographics = has_demographics(profile_frame)
     test_targets = inputs[TEST][1].numpy()
     repeats = [int(items[-1]) in set(items[:-1].tolist()) for items in sequences[SEQ_ITEMS]]
+    rhythms, rhythm = None, None
+    if params.evaluate.rhythm_clusters:
+        behaviour = rhythm_features(training_times(sequences))  # [users, 8]
+        rhythms = fit_rhythms(behaviour, params.evaluate.rhythm_clusters)
+        rhythm = rhythms.labels(behaviour)
     segments, attributes = None, ()
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     fairness: dict[str, dict] = {}
@@ -118,6 +147,7 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
                 catalogue.popularity,
                 repeats,
                 profile_frame if demographics else None,
+                rhythm,
             )
         metrics[model.name] = {}
         for split in SPLITS:
@@ -149,6 +179,8 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     table += "\n### fairness (test NDCG per segment)\n\n"
     table += "" if demographics else NO_DEMOGRAPHICS + "\n\n"
     table += "\n".join(sections)
+    if rhythms is not None and rhythm is not None:
+        table += "\n" + rhythm_markdown(rhythms, rhythm)
     write_json(metrics, out / PROJECT.eval_metrics.name)
     write_json(fairness, out / PROJECT.fairness.name)
     write_json(paired, out / PROJECT.eval_paired.name)

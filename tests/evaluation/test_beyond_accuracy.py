@@ -186,3 +186,13 @@ def test_without_demographics_fairness_is_by_behaviour_and_repeats_are_a_segment
     profiles = pd.DataFrame({"gender": ["F", "M"], "age_band": ["18-24", "25-34"]})
     _, attributes = segments([3, 9], [0, 1], np.array([9, 1]), None, profiles)
     assert attributes == ("gender", "age_band")
+
+
+def test_rhythm_labels_are_a_segment_and_must_match_the_users() -> None:
+    from pipelines.evaluation.beyond_accuracy import RHYTHM
+    from pipelines.evaluation.beyond_accuracy import behaviour_segments as segments
+
+    frame, attributes = segments([3, 9], [0, 1], np.array([9, 1]), None, None, ["a", "b"])
+    assert attributes[-1] == RHYTHM and frame[RHYTHM].tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match="1 rhythm labels for 2 users"):
+        segments([3, 9], [0, 1], np.array([9, 1]), None, None, ["a"])

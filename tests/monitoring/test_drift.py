@@ -199,3 +199,15 @@ def test_below_the_minimum_window_nothing_is_decided(loop):
     small = {**batch_of(), "interactions": batch_of()["interactions"].head(10)}
     decision = assess("s", reference, small, CFG, report=False)
     assert decision.status == "insufficient" and not decision.drift
+
+
+def test_the_report_shows_the_batch_users_behaviour_clusters_beside_the_reference(loop):
+    _, reference, batch_of, _ = loop
+    decision = assess("r", reference, batch_of(), CFG, report=False)
+    shares = decision.signals["rhythm"]
+    assert len(shares) == CFG.rhythm_clusters
+    assert sum(s["reference_share"] for s in shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert sum(s["batch_users"] for s in shares.values()) == decision.signals["users"]
+    assert "rhythm" not in decision.signals["tests"], "shown for reading, not decided on"
+    off = assess("r", reference, batch_of(), CFG.model_copy(update={"rhythm_clusters": 0}))
+    assert "rhythm" not in off.signals
