@@ -279,7 +279,7 @@ def test_evaluate_writes_beyond_accuracy_and_fairness_on_the_real_data(
     fairness = json.loads((eval_dir / "fairness.json").read_text())
     assert set(fairness) == set(source_order_metrics)
     for model, attributes in fairness.items():
-        assert set(attributes) == {"gender", "age_band"}
+        assert set(attributes) == {"gender", "age_band", "rhythm"}  # rhythm: behaviour clusters
         for attribute, block in attributes.items():
             segments = block["segments"]
             users = sum(row["users"] for row in segments.values())
@@ -292,4 +292,6 @@ def test_evaluate_writes_beyond_accuracy_and_fairness_on_the_real_data(
             )
             assert block["max_min_ratio"] == pytest.approx(ratio)
         assert set(attributes["gender"]["segments"]) == {"F", "M"}
-    assert "fairness" in (eval_dir / "leaderboard.md").read_text()
+        assert len(attributes["rhythm"]["segments"]) == 4  # evaluate.rhythm_clusters
+    board = (eval_dir / "leaderboard.md").read_text()
+    assert "fairness" in board and "behaviour clusters" in board
