@@ -206,8 +206,10 @@ class TuneParams(_Frozen):
     # params.yaml values as they are: that is how a value is pinned
     trials: dict[ModelName, int] = Field(default_factory=dict)
     spaces: dict[ModelName, SearchSpace] = Field(default_factory=dict)
-    # stop a study after this long even with trials left
-    timeout_minutes: float = Field(20.0, gt=0)
+    # stop a study after this long even with trials left: a safety net, set well above what
+    # the budget takes, because a study the clock cuts short depends on the machine's speed
+    # and load, and so do tune/best.json and dvc.lock (the tune stage warns when it binds)
+    timeout_minutes: float = Field(60.0, gt=0)
     # the median pruner judges a trial only after this many validation reports
     pruner_warmup: int = Field(3, ge=0)
 

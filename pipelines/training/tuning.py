@@ -236,6 +236,15 @@ def run_study(
     while finished(study) < params.tune.trials[name] and time.monotonic() < deadline:
         study.sampler = sampler_for(params.seed, finished(study))
         study.optimize(run_trial, n_trials=1, timeout=deadline - time.monotonic())
+    if finished(study) < params.tune.trials[name]:
+        log.warning(
+            "%s: tune.timeout_minutes (%s) stopped the study after %d of %d trials: its best "
+            "trial, tune/best.json and dvc.lock now depend on this machine's speed and load",
+            name,
+            params.tune.timeout_minutes,
+            finished(study),
+            params.tune.trials[name],
+        )
     return study
 
 

@@ -73,4 +73,4 @@ def test_every_model_default_agrees_with_its_params_yaml_section() -> None:
 def test_a_disagreement_is_found(monkeypatch) -> None:
     raw = read_params_file(PROJECT.params)
     raw["tune"]["timeout_minutes"] = 99
-    assert disagreements(Params(), raw) == ["tune.timeout_minutes: code 20.0, params.yaml 99"]
+    assert disagreements(Params(), raw) == ["tune.timeout_minutes: code 60.0, params.yaml 99"]
