@@ -155,7 +155,8 @@ def test_evaluate_says_there_are_no_demographics_and_follows_the_protocol(
     fairness = json.loads((tmp_path / "eval" / PROJECT.fairness.name).read_text())
     metrics = json.loads((tmp_path / "eval" / PROJECT.eval_metrics.name).read_text())
     assert "No demographics" in board
-    assert set(fairness["popularity"]) == {"activity", "item_popularity", "target"}
+    # rhythm (behaviour clusters, evaluate.rhythm_clusters) needs timestamps only, no demographics
+    assert set(fairness["popularity"]) == {"activity", "item_popularity", "target", "rhythm"}
     assert "unknown" not in json.dumps(fairness)
     repeats = fairness["popularity"]["target"]["segments"]["repeat (had it before)"]
     if mask:
