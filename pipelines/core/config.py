@@ -7,6 +7,7 @@ message naming the key, not a KeyError deep inside a stage.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipelines.core.io import write_text
 from pipelines.core.paths import PROJECT
 
 
@@ -426,19 +428,48 @@ def parse_overrides(lines: list[str]) -> dict[str, Any]:
     return out
 
 
+def _set_dotted(document: Any, dotted: str, value: Any) -> bool:
+    """Set ``a.b.c`` in a nested mapping whose sections exist; True when the value changed."""
+    *parents, leaf = dotted.split(".")
+    node = document
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ParamsError(f"{dotted}: params.yaml has no section {part!r} there")
+        node = node[part]
+    changed = node.get(leaf) != value
+    node[leaf] = value
+    return changed
+
+
 def with_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``raw`` with each dotted key set; its parent sections must exist, so a
     misspelt section fails here (a misspelt key fails when the params are validated)."""
     out = yaml.safe_load(yaml.safe_dump(raw))
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ParamsError(f"{dotted}: params.yaml has no section {part!r} there")
-            node = node[part]
-        node[leaf] = value
+        _set_dotted(out, dotted, value)
     return out
+
+
+def write_overrides(path: Path, overrides: dict[str, Any]) -> list[str]:
+    """Set each dotted key of ``overrides`` in the params file itself, its comments, key
+    order and quoting kept; returns the keys whose value changed.
+
+    Validated first (``overridden_params``): a bad key or value raises ParamsError and
+    the file is not touched; then it is rewritten in one atomic step."""
+    from ruamel.yaml import YAML  # round-trip YAML, only for this rewrite
+
+    overridden_params(path, overrides)
+    round_trip = YAML()
+    round_trip.width = 100
+    round_trip.preserve_quotes = True
+    document = round_trip.load(Path(path).read_text())
+    changed = [
+        dotted for dotted, value in overrides.items() if _set_dotted(document, dotted, value)
+    ]
+    buffer = io.StringIO()
+    round_trip.dump(document, buffer)
+    write_text(buffer.getvalue(), path)
+    return changed
 
 
 def overridden_params(path: Path, overrides: dict[str, Any]) -> tuple[str, Params]:

@@ -184,3 +184,22 @@ def verify_checksum(path: Path) -> None:
             f"was written. Restore it with `dvc checkout` (or re-run `dvc repro --force` for "
             "the stage that writes it)."
         )
+
+
+# ---- DVC's own files (data.dvc, dvc.lock) -----------------------------------------------
+
+
+def read_dvc_file(path: Path) -> dict[str, Any]:
+    """A DVC file (``*.dvc``, ``dvc.lock``) as plain data; {} when absent or empty."""
+    import yaml  # DVC's files are YAML; params.yaml is read by core.config only
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def tracked_md5(dvc_file: Path) -> str | None:
+    """The md5 a ``*.dvc`` file recorded for its (first) output; None when there is none."""
+    outs = read_dvc_file(dvc_file).get("outs") or [{}]
+    return outs[0].get("md5")

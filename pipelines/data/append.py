@@ -45,6 +45,7 @@ import pandas as pd
 
 from pipelines.core import schema
 from pipelines.core.config import IngestParams, TableSource
+from pipelines.core.io import tracked_md5
 from pipelines.core.paths import PROJECT
 from pipelines.data.privacy import (
     apply_privacy,
@@ -350,8 +351,6 @@ def merged_tables(
 
 def track_with_dvc(data_dir: Path = PROJECT.data, root: Path = PROJECT.root) -> str | None:
     """``dvc add data`` so data.dvc names the new snapshot; returns the md5 DVC recorded."""
-    import yaml
-
     done = subprocess.run(
         ["dvc", "add", str(Path(data_dir).relative_to(root))],
         cwd=root,
@@ -362,9 +361,7 @@ def track_with_dvc(data_dir: Path = PROJECT.data, root: Path = PROJECT.root) -> 
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"dvc add {data_dir} failed: {tail[0]}")
-    dvc_file = Path(str(data_dir) + ".dvc")
-    outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    return tracked_md5(Path(str(data_dir) + ".dvc"))
 
 
 def append_batch(

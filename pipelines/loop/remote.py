@@ -29,8 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from pipelines.core.io import read_dvc_file
 from pipelines.core.paths import Layout
 
 # this interpreter's dvc (as `make` puts it on PATH), else whichever dvc is on PATH
@@ -111,15 +110,12 @@ def outputs(layout: Layout) -> list[str]:
     """Every cached output the workspace's DVC files name (data.dvc's, dvc.lock's), in order."""
     paths: list[str] = []
     for dvc_file in sorted(p for p in layout.root.glob("*.dvc") if p.is_file()):
-        for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []:
+        for out in read_dvc_file(dvc_file).get("outs") or []:
             paths.append(out["path"])
-    lock = layout.root / LOCK
-    if lock.exists():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
-        for stage in stages.values():
-            for out in stage.get("outs") or []:
-                if out.get("md5") or out.get("hash"):  # cache: false outputs have no copy
-                    paths.append(out["path"])
+    for stage in (read_dvc_file(layout.root / LOCK).get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("md5") or out.get("hash"):  # cache: false outputs have no copy
+                paths.append(out["path"])
     return list(dict.fromkeys(paths))
 
 

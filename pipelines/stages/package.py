@@ -21,10 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipelines.core.config import Params
-from pipelines.core.io import sha256_file, write_json
+from pipelines.core.io import sha256_file, tracked_md5, write_json
 from pipelines.core.paths import PROJECT
 from pipelines.evaluation.blessing import BlessingRule, bless, coldstart_slices
 from pipelines.inference import release
@@ -66,10 +64,7 @@ WRITES = {"out": PROJECT.release_dir, "bentoml_home": PROJECT.bentoml_home}
 
 def data_hash(data_dvc: Path) -> str | None:
     """The md5 DVC recorded for data/ (what the model was trained on)."""
-    if not data_dvc.is_file():
-        return None
-    outs = (yaml.safe_load(data_dvc.read_text()) or {}).get("outs") or [{}]
-    return outs[0].get("md5")
+    return tracked_md5(data_dvc)
 
 
 def release_version(winner: str, model_dir: Path, data: str | None) -> str:

@@ -13,41 +13,12 @@ step, its comments and order kept. `git diff params.yaml` shows what changed;
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
-from typing import Any
 
-from ruamel.yaml import YAML
-
-from pipelines.core.config import ParamsError, overridden_params, parse_overrides
-from pipelines.core.io import write_text
+from pipelines.core.config import ParamsError, parse_overrides, write_overrides
 from pipelines.core.paths import PROJECT
 from pipelines.stages.cli import EXIT_BAD_INPUT, EXIT_OK
-
-
-def apply_profile(params_path: Path, overrides: dict[str, Any]) -> list[str]:
-    """Set each dotted key of ``overrides`` in ``params_path``; returns the keys changed.
-
-    Raises ParamsError (nothing written) when the result would not be valid params."""
-    overridden_params(params_path, overrides)  # validates: names the first bad key
-    yaml = YAML()  # round-trip: comments, key order and quoting survive
-    yaml.width = 100
-    yaml.preserve_quotes = True
-    document = yaml.load(params_path.read_text())
-    changed = []
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = document
-        for part in parents:
-            node = node[part]
-        if node.get(leaf) != value:
-            changed.append(dotted)
-        node[leaf] = value
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    write_text(buffer.getvalue(), params_path)
-    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.profile.is_file():
             raise ParamsError(f"{args.profile} is not a file: name a profiles/<name>.args file")
         overrides = parse_overrides(args.profile.read_text().splitlines())
-        changed = apply_profile(args.params, overrides)
+        changed = write_overrides(args.params, overrides)
     except ParamsError as err:
         print(f"profile: {err}; {args.params} left unchanged", file=sys.stderr)
         return EXIT_BAD_INPUT
