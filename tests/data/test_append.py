@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -19,18 +18,10 @@ from pipelines.data.append import append_batch
 from pipelines.data.privacy import PUBLIC_DEMO_KEY
 from pipelines.data.snapshot import LEDGER, read_ledger
 from pipelines.loop import stream
+from tests.data.files import tree
 from tests.monitoring.synthetic import synthetic_raw
 
 KEY = PUBLIC_DEMO_KEY
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and its SHA-256: 'byte-identical' made checkable."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -67,7 +58,7 @@ def test_the_same_batch_twice_adds_nothing(world):
     feed, tmp, run = world
     batch = stream.drop_week(feed, tmp / "landing")
     run(batch)
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     again = run(batch)
     assert again.status == "duplicate" and sum(again.added.values()) == 0
     # a renamed copy of the same bytes is the same batch
@@ -76,13 +67,13 @@ def test_the_same_batch_twice_adds_nothing(world):
     for f in batch.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     assert run(copy).status == "duplicate"
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
 
 
 def test_an_event_already_held_is_rejected_and_the_batch_quarantined(world):
     feed, tmp, run = world
     run(stream.drop_week(feed, tmp / "landing"))
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     # week 0's events again, as a new batch (a different file: one more event of week 1)
     tables = stream.batch_tables(feed, 0)
     tables["interactions"] = pd.concat(
@@ -94,7 +85,7 @@ def test_an_event_already_held_is_rejected_and_the_batch_quarantined(world):
     assert result.status == "quarantined"
     assert result.counts["interactions"]["rejected"] == (feed.weeks == 0).sum()
     assert any("already holds" in m for m in result.messages)
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
     report = json.loads((tmp / "quarantine" / "replayed" / "report.json").read_text())
     assert report["accepted"] is False
 
@@ -128,19 +119,19 @@ def test_references_resolve_against_data_or_the_batch_itself(world):
 def test_a_corrupted_batch_is_quarantined_once(world):
     feed, tmp, run = world
     run(stream.drop_week(feed, tmp / "landing"))
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     bad = stream.drop_week(feed, tmp / "landing", 1, corrupted=True)
     first = run(bad)
     assert first.status == "quarantined" and first.counts["interactions"]["rejected"] == 3
     assert (tmp / "quarantine" / bad.name / "report.md").exists()
     assert run(bad).status == "duplicate"  # not judged twice, no second folder
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
 
 
 def test_a_crash_midway_leaves_data_byte_identical(world, monkeypatch):
     feed, tmp, run = world
     run(stream.drop_week(feed, tmp / "landing"))
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     calls = []
     real = snapshot_mod.write_table
 
@@ -153,7 +144,7 @@ def test_a_crash_midway_leaves_data_byte_identical(world, monkeypatch):
     monkeypatch.setattr(snapshot_mod, "write_table", crash_on_second)
     with pytest.raises(OSError, match="injected"):
         run(stream.drop_week(feed, tmp / "landing"))
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".staging")] == []
     monkeypatch.undo()
     assert run(tmp / "landing" / "week-01").accepted  # the retry goes through
@@ -163,7 +154,7 @@ def test_a_hard_kill_midway_leaves_data_byte_identical(world):
     """os._exit skips every cleanup, like SIGKILL: only the folder swap protects data/."""
     feed, tmp, run = world
     run(stream.drop_week(feed, tmp / "landing"))
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     batch = stream.drop_week(feed, tmp / "landing")
     script = textwrap.dedent(
         f"""
@@ -187,7 +178,7 @@ def test_a_hard_kill_midway_leaves_data_byte_identical(world):
         [sys.executable, "-c", script], cwd=Path(__file__).parents[2], timeout=120
     )
     assert done.returncode == 137
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
     assert run(batch).accepted  # the next run cleans up and appends
     assert len(read_ledger(tmp / "data")) == 2
 

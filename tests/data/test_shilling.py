@@ -3,9 +3,7 @@ flags an obvious attack and not a clean batch, and a flagged batch never reaches
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +24,7 @@ from pipelines.data.shilling import (
     profiles_for_share,
 )
 from pipelines.loop.stream import write_batch
+from tests.data.files import tree
 
 DAY = 86_400
 START = 874_281_600  # 1997-09-15, a Monday
@@ -195,14 +194,6 @@ def test_shilling_settings_are_validated_with_clear_errors():
 # ---- through the ingestion door -------------------------------------------------------------
 
 
-def _tree(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture
 def door(tmp_path, held):
     """data/ holding ``held`` (appended as the first batch), and an append function."""
@@ -230,13 +221,13 @@ def door(tmp_path, held):
 
 def test_a_flagged_batch_is_quarantined_with_its_evidence_and_data_unchanged(door, held):
     tmp, run = door
-    before = _tree(tmp / "data")
+    before = tree(tmp / "data")
     spec = _attack(held, "random")
     tables = attack_tables(spec, held)
     result = run(tables, "attack")
     assert result.status == "quarantined" and sum(result.added.values()) == 0
     assert any("shilling attack" in m for m in result.messages)
-    assert _tree(tmp / "data") == before
+    assert tree(tmp / "data") == before
     report = json.loads((tmp / "quarantine" / "attack" / "report.json").read_text())
     assert report["accepted"] is False and report["shilling"]["target"] == spec.target
     fakes = {pseudonymise_id(u, PUBLIC_DEMO_KEY) for u in tables["users"][schema.USER_ID]}
