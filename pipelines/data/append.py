@@ -277,18 +277,8 @@ def validate_batch(
 
 
 def detector_settings(cfg: IngestParams) -> DetectorSettings:
-    """Plain values of ``ingest.shilling``; the top of the rating scale is the push rating."""
-    s = cfg.shilling
-    return DetectorSettings(
-        threshold=s.threshold,
-        min_profiles=s.min_profiles,
-        min_events=s.min_events,
-        neighbours=s.neighbours,
-        min_item_ratings=s.min_item_ratings,
-        z_cap=s.z_cap,
-        reference_users=s.reference_users,
-        max_rating=cfg.rating_range[1],
-    )
+    """``ingest.shilling`` for the detector; the top of the rating scale is the push rating."""
+    return DetectorSettings(**cfg.shilling.model_dump(), max_rating=cfg.rating_range[1])
 
 
 def with_shilling(

@@ -55,6 +55,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.core import schema
+from pipelines.core.config import ShillingParams
 
 ATTACKS = ("random", "average", "bandwagon")
 RAW_AGE, RAW_ZIP = "age", "zip"  # the raw user columns a batch carries (privacy.RAW_*)
@@ -201,19 +202,15 @@ def _fake_users(
 # ---- detector: per-profile features ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DetectorSettings:
-    """Plain values of ``ingest.shilling`` (config.ShillingParams carries the reasons)."""
+class DetectorSettings(ShillingParams):
+    """``ingest.shilling`` (its defaults and reasons live in config.ShillingParams) plus what
+    the data decides: the top of the rating scale is the push rating."""
 
-    threshold: float = 2.0
-    min_profiles: int = 3
-    min_events: int = 10
-    neighbours: int = 10
-    min_item_ratings: int = 5
-    z_cap: float = 5.0
-    reference_users: int = 1000
     max_rating: float = 5.0
     seed: int = 0
+
+
+DEFAULT_SETTINGS = DetectorSettings()
 
 
 def _matrix(
@@ -295,7 +292,7 @@ def _stats_features(
 def profile_features(
     batch: pd.DataFrame,
     held: pd.DataFrame,
-    settings: DetectorSettings = DetectorSettings(),
+    settings: DetectorSettings = DEFAULT_SETTINGS,
     *,
     reference: bool = False,
 ) -> pd.DataFrame:
@@ -478,7 +475,7 @@ def push_groups(
 
 
 def detect(
-    batch: pd.DataFrame, held: pd.DataFrame, settings: DetectorSettings = DetectorSettings()
+    batch: pd.DataFrame, held: pd.DataFrame, settings: DetectorSettings = DEFAULT_SETTINGS
 ) -> Verdict:
     """Is this batch of interactions a shilling attack on what data/ holds? (module doc)"""
     features = profile_features(batch, held, settings)
