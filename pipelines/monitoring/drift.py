@@ -448,9 +448,10 @@ def rhythm_shares(past: pd.DataFrame, events: pd.DataFrame, k: int) -> dict[str,
 
     A batch user's rhythm is read from the batch's events only (the week they acted in).
     """
-    rhythms = fit_rhythms(rhythm_features(_user_times(past)), k)
+    past_features = rhythm_features(_user_times(past))  # [past users, 8]
+    rhythms = fit_rhythms(past_features, k)
     ours = rhythms.assign(rhythm_features(_user_times(events)))
-    theirs = rhythms.assign(rhythm_features(_user_times(past)))
+    theirs = rhythms.assign(past_features)
     shares = {}
     for index, name in enumerate(rhythms.names):
         shares[name] = {

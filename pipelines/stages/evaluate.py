@@ -42,7 +42,7 @@ from pipelines.evaluation.beyond_accuracy import (
 )
 from pipelines.evaluation.ranking import Catalogue, evaluate_per_user, metric_names
 from pipelines.evaluation.stats import Difference, paired_against
-from pipelines.features.behaviour import Rhythms, fit_rhythms, rhythm_features
+from pipelines.features.behaviour import RHYTHM_FEATURES, Rhythms, fit_rhythms, rhythm_features
 from pipelines.features.profiles import profile_codes
 from pipelines.features.sequences import histories_for, targets_for, train_matrix
 from pipelines.models import load_model
@@ -97,10 +97,10 @@ def rhythm_markdown(rhythms: Rhythms, labels: list[str]) -> str:
     """Each cluster's size and centre, in the features' own units."""
     sizes = pd.Series(labels).value_counts()
     rows = [
-        [row["cluster"], int(sizes.get(row["cluster"], 0)), *list(row.values())[1:]]
+        [row["cluster"], int(sizes.get(row["cluster"], 0)), *(row[f] for f in RHYTHM_FEATURES)]
         for row in rhythms.profile()
     ]
-    header = ["cluster", "users", *list(rhythms.profile()[0])[1:]]
+    header = ["cluster", "users", *RHYTHM_FEATURES]
     return "### behaviour clusters (training events; hours in UTC)\n\n" + markdown_table(
         header, rows
     )
@@ -125,11 +125,12 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     demographics = has_demographics(profile_frame)
     test_targets = inputs[TEST][1].numpy()
     repeats = [int(items[-1]) in set(items[:-1].tolist()) for items in sequences[SEQ_ITEMS]]
-    rhythms, rhythm = None, None
+    rhythm, rhythm_table = None, ""
     if params.evaluate.rhythm_clusters:
         behaviour = rhythm_features(training_times(sequences))  # [users, 8]
         rhythms = fit_rhythms(behaviour, params.evaluate.rhythm_clusters)
         rhythm = rhythms.labels(behaviour)
+        rhythm_table = "\n" + rhythm_markdown(rhythms, rhythm)
     segments, attributes = None, ()
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     fairness: dict[str, dict] = {}
@@ -179,8 +180,7 @@ def run(params: Params, features: Path, models: Path, out: Path) -> dict[str, An
     table += "\n### fairness (test NDCG per segment)\n\n"
     table += "" if demographics else NO_DEMOGRAPHICS + "\n\n"
     table += "\n".join(sections)
-    if rhythms is not None and rhythm is not None:
-        table += "\n" + rhythm_markdown(rhythms, rhythm)
+    table += rhythm_table
     write_json(metrics, out / PROJECT.eval_metrics.name)
     write_json(fairness, out / PROJECT.fairness.name)
     write_json(paired, out / PROJECT.eval_paired.name)
