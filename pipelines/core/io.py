@@ -71,6 +71,16 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         yield handle
 
 
+def write_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` through a handle, atomically. Given a path, torch names the archive's
+    records after the file, which here is a random temporary name: the same weights then
+    gave other bytes, and another md5 in dvc.lock, on every run."""
+    import torch  # heavy; only the writers of model files need it
+
+    with atomic_write(path) as handle:
+        torch.save(obj, handle)
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as temp:
         frame.to_parquet(temp, index=False)

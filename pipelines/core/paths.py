@@ -27,6 +27,14 @@ class Layout:
         """The workspace the DAG tasks work in: ``$RECOPS_WORKSPACE``, else the project."""
         return cls(Path(os.environ.get(WORKSPACE_ENV) or PROJECT.root).resolve())
 
+    def relative(self, path: Path | str) -> str:
+        """``path`` relative to the root when it lies inside (what outputs and messages
+        show: an absolute path differs per clone), else as given."""
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
     @property
     def is_dvc_project(self) -> bool:
         """A DVC project (the repository, or a replay's copy): data.dvc is kept in step."""

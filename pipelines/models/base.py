@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from pipelines.core.io import atomic_path, verify_checksum, write_checksums, write_json
+from pipelines.core.io import verify_checksum, write_checksums, write_json, write_torch
 
 # the data a model consumes is defined one layer down, with the features that build it
 from pipelines.features.batch import PAD, Histories, TrainData, Validation
@@ -122,8 +122,7 @@ class Recommender(nn.Module, ABC):
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"name": self.name, "n_items": self.n_items, "config": self.config}
         write_json(meta, directory / MODEL_META)
-        with atomic_path(directory / MODEL_STATE) as temp:
-            torch.save(self.state_dict(), temp)
+        write_torch(self.state_dict(), directory / MODEL_STATE)
         write_checksums(directory, [MODEL_META, MODEL_STATE])
 
     def load_state(self, directory: Path) -> None:

@@ -92,10 +92,7 @@ def _describe_error(err: BaseException, writes: Mapping[str, Path]) -> str:
 
 
 def _describe(name: str, default: Path) -> str:
-    try:
-        return str(Path(default).relative_to(PROJECT.root))
-    except ValueError:
-        return str(default)
+    return PROJECT.relative(default)
 
 
 def parser_for(

@@ -98,7 +98,8 @@ def run(
                 spec, train, valid, [fitted / name], checkpoint_dir=checkpoints / name
             )
             save_fitted(model, spec, result, fit_fingerprint(spec, train, valid), staging / name)
-            record = {"config": spec.record(), "origin": origin}
+            # relative: the record is a DVC output, the same in every clone
+            record = {"config": spec.record(), "origin": PROJECT.relative(origin)}
             if result is not None:
                 record["result"] = result.record()
                 write_text(curve_csv(result), staging / name / CURVE)

@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from pipelines.core.device import resolve_device
-from pipelines.core.io import atomic_path
+from pipelines.core.io import write_torch
 from pipelines.evaluation.ranking import evaluate_model
 from pipelines.models.base import PAD, Histories, Recommender, TrainData, Validation
 from pipelines.training.distributed import SINGLE, Group, launch
@@ -300,8 +300,7 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 def save_checkpoint(state: dict[str, Any], directory: Path) -> None:
     """Atomic: a crash never leaves half a checkpoint."""
-    with atomic_path(directory / CHECKPOINT) as temp:
-        torch.save(state, temp)
+    write_torch(state, directory / CHECKPOINT)
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:

@@ -265,3 +265,22 @@ def test_a_staging_folder_exactly_at_the_age_limit_is_kept(tmp_path, monkeypatch
     monkeypatch.setattr(io_module.time, "time", lambda: mtime + 61)
     io_module.remove_stale_staging(tmp_path, "models")
     assert not folder.exists()
+
+
+def test_paths_inside_the_project_are_recorded_relative_to_it(tmp_path) -> None:
+    from pipelines.core.paths import Layout
+
+    layout = Layout(tmp_path / "clone")
+    assert layout.relative(tmp_path / "clone" / "artifacts" / "tune") == "artifacts/tune"
+    assert layout.relative(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+    assert layout.relative("fitted") == "fitted"  # not a path: as given
+
+
+def test_dvc_files_are_read_and_their_md5_found(tmp_path) -> None:
+    from pipelines.core.io import read_dvc_file, tracked_md5
+
+    dvc_file = tmp_path / "data.dvc"
+    dvc_file.write_text("outs:\n- md5: abc.dir\n  path: data\n")
+    assert read_dvc_file(dvc_file)["outs"][0]["path"] == "data"
+    assert tracked_md5(dvc_file) == "abc.dir"
+    assert read_dvc_file(tmp_path / "absent.dvc") == {} and tracked_md5(tmp_path / "x") is None

@@ -172,3 +172,14 @@ def test_popularity_counts_stay_float32_whatever_the_matrix_type() -> None:
     model.fit(TrainData(MATRIX.astype(np.float64), data.histories, n_items=4))
     assert model.counts.dtype == torch.float32
     assert model.counts.tolist() == [3.0, 3.0, 2.0, 1.0]
+
+
+def test_the_same_model_saved_in_two_folders_has_the_same_bytes(tmp_path) -> None:
+    # dvc.lock names each model file's md5: it must not depend on the folder or the run
+    model = build_model("ease", 4)
+    model.fit(train_data(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)))
+    model.save(tmp_path / "clone-a" / "ease")
+    model.save(tmp_path / "b" / "ease")
+    for name in ("state.pt", "model.json", "checksums.json"):
+        first = (tmp_path / "clone-a" / "ease" / name).read_bytes()
+        assert first == (tmp_path / "b" / "ease" / name).read_bytes(), name
